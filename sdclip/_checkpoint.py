@@ -1,0 +1,194 @@
+"""Reading CLIP weights from files: key layouts, lazy safetensors reads, and configs inferred from shapes.
+
+Every state dict that leaves this module is in one *canonical* layout, whatever wrote the file:
+
+- text tower keys without a prefix, as transformers 5 saves ``CLIPTextModel``
+  (``embeddings.token_embedding.weight``, ``encoder.layers.0...``, ``final_layer_norm.weight``);
+- ``text_projection.weight`` when the checkpoint has a text projection;
+- vision tower keys under ``vision_model.`` plus ``visual_projection.weight`` and ``logit_scale``
+  (full CLIP models only).
+
+Hub checkpoints written by transformers 4 carry a ``text_model.`` prefix, single-file SD checkpoints
+carry ``cond_stage_model.transformer.`` (SD 1.x) or the OpenCLIP layout (SDXL's second encoder); all are
+mapped here, and the legacy ``position_ids`` buffers are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ModelSourceError, PickleRefusedError
+
+if TYPE_CHECKING:
+    import torch
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+ATTENTION_HEAD_WIDTH = 64  # every CLIP text and vision tower uses 64-wide heads
+
+_TEXT_PREFIXES = ("text_model.",)
+_SD1_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
+SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+_IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    """The tensor names in a safetensors file, read from its header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except Exception as error:  # safetensors raises several types for a damaged header
+        raise ModelSourceError(
+            f"checkpoint '{path}': not a readable safetensors file ({type(error).__name__}: {error})"
+        ) from error
+
+
+def read_safetensors(path: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Read only ``keys`` from a safetensors file (the rest of the file is never loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in keys}
+    except Exception as error:
+        raise ModelSourceError(f"checkpoint '{path}': could not read tensors ({type(error).__name__}: {error})") from error
+
+
+def read_pickle(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    """Load a pickle checkpoint with ``torch.load(weights_only=True)``, only when allowed."""
+    if not allow_pickle:
+        raise PickleRefusedError(
+            f"checkpoint '{path}': pickle files ({', '.join(PICKLE_SUFFIXES)}) can run code when loaded; "
+            "pass allow_pickle=True (CLI: --allow-pickle) if you trust it, or convert it to .safetensors"
+        )
+    import torch
+
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ModelSourceError(f"checkpoint '{path}': not a loadable torch checkpoint ({error})") from error
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]  # Lightning / LDM .ckpt files nest the weights
+    if not isinstance(loaded, dict):
+        raise ModelSourceError(f"checkpoint '{path}': expected a state dict, found {type(loaded).__name__}")
+    return loaded
+
+
+def strip_text_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a text-encoder state dict with or without ``text_model.`` to the canonical layout."""
+    canonical = {}
+    for key, tensor in state_dict.items():
+        if _IGNORED_KEYS.search(key):
+            continue
+        for prefix in _TEXT_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+                break
+        canonical[key] = tensor
+    return canonical
+
+
+def canonical_clip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Canonical layout for a state dict saved by CLIPModel, CLIPTextModel(WithProjection) or SD 1.x."""
+    return strip_text_prefix(sd1_text_state_dict(state_dict) or state_dict)
+
+
+def sd1_text_state_dict(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The SD 1.x text encoder of a single-file checkpoint, via diffusers' own prefix map."""
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
+
+    return convert_ldm_clip_checkpoint(checkpoint)
+
+
+def text_keys_of(keys: Iterable[str], prefixes: tuple[str, ...] = _SD1_PREFIXES) -> list[str]:
+    """The keys of a single-file checkpoint that belong to the text encoder under ``prefixes``."""
+    return [key for key in keys if key.startswith(prefixes)]
+
+
+def openclip_text_state_dict(checkpoint: dict[str, torch.Tensor], *, prefix: str) -> dict[str, torch.Tensor]:
+    """An OpenCLIP text tower (SDXL's second encoder, SD 2.x) converted to canonical transformers keys.
+
+    Uses diffusers' ``convert_open_clip_checkpoint``, which needs the width only to split the fused
+    ``in_proj`` attention weights; it is read from the token embedding.
+    """
+    from types import SimpleNamespace
+
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+
+    width = int(checkpoint[prefix + "token_embedding.weight"].shape[1])
+    stand_in = SimpleNamespace(config=SimpleNamespace(hidden_size=width))
+    return strip_text_prefix(convert_open_clip_checkpoint(stand_in, checkpoint, prefix=prefix))
+
+
+def _layer_count(keys: Iterable[str], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    indices = [int(match.group(1)) for key in keys if (match := pattern.match(key))]
+    return max(indices) + 1 if indices else 0
+
+
+def infer_text_config(state_dict: dict[str, torch.Tensor], *, hidden_act: str = "quick_gelu") -> dict:
+    """A ``CLIPTextConfig`` dict inferred from a canonical text state dict's tensor shapes.
+
+    Heads are ``hidden // 64`` (CLIP's head width). ``hidden_act`` is not visible in shapes: OpenAI's
+    towers (SD 1.x, clip-vit-*) use ``quick_gelu``, OpenCLIP's (SD 2.x, SDXL bigG) ``gelu``.
+    """
+    try:
+        vocab_size, hidden = state_dict["embeddings.token_embedding.weight"].shape
+        positions = state_dict["embeddings.position_embedding.weight"].shape[0]
+        intermediate = state_dict["encoder.layers.0.mlp.fc1.weight"].shape[0]
+    except KeyError as error:
+        raise ModelSourceError(
+            f"text encoder weights: tensor {error.args[0]!r} is missing, so this is not a CLIP text encoder"
+        ) from error
+    config = {
+        "vocab_size": int(vocab_size),
+        "hidden_size": int(hidden),
+        "intermediate_size": int(intermediate),
+        "num_hidden_layers": _layer_count(state_dict, "encoder.layers."),
+        "num_attention_heads": int(hidden) // ATTENTION_HEAD_WIDTH,
+        "max_position_embeddings": int(positions),
+        "hidden_act": hidden_act,
+        "projection_dim": int(hidden),
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 1,
+    }
+    if "text_projection.weight" in state_dict:
+        config["projection_dim"] = int(state_dict["text_projection.weight"].shape[0])
+    return config
+
+
+def infer_vision_config(state_dict: dict[str, torch.Tensor]) -> dict:
+    """A ``CLIPVisionConfig`` dict inferred from canonical ``vision_model.`` tensor shapes."""
+    prefix = "vision_model."
+    try:
+        hidden, _, patch, _ = state_dict[prefix + "embeddings.patch_embedding.weight"].shape
+        positions = state_dict[prefix + "embeddings.position_embedding.weight"].shape[0]
+        intermediate = state_dict[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0]
+    except KeyError as error:
+        raise ModelSourceError(
+            f"vision tower weights: tensor {error.args[0]!r} is missing, so this is not a CLIP vision tower"
+        ) from error
+    grid = round((int(positions) - 1) ** 0.5)
+    return {
+        "hidden_size": int(hidden),
+        "intermediate_size": int(intermediate),
+        "num_hidden_layers": _layer_count(state_dict, prefix + "encoder.layers."),
+        "num_attention_heads": int(hidden) // ATTENTION_HEAD_WIDTH,
+        "patch_size": int(patch),
+        "image_size": grid * int(patch),
+        "hidden_act": "quick_gelu",
+    }
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON config file, with an error that names the file when it is broken."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(f"config '{path}': not a readable JSON file ({error})") from error

@@ -1,0 +1,46 @@
+"""``sdclip encode``: prompts to a .safetensors file of diffusers-ready tensors."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..sources import DEFAULT_MODEL
+from ._common import add_model_options, output_path, stdout
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("encode", help="encode prompts to prompt_embeds / pooled_prompt_embeds",
+                                   description="Encode prompts into the tensors a diffusers pipeline takes.")
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT")
+    parser.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt, shared by all prompts")
+    parser.add_argument("--clip-skip", type=int, default=None, metavar="N",
+                        help="diffusers' clip_skip: 1 = penultimate layer (A1111's 'Clip skip 2')")
+    parser.add_argument("--out", required=True, metavar="FILE.safetensors")
+    add_model_options(parser, default=DEFAULT_MODEL)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from safetensors.torch import save_file
+
+    from ..conditioning import TextConditioner
+
+    out = output_path(args.out, suffixes=(".safetensors",))
+    cond = TextConditioner.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
+        local_files_only=True if args.offline else None,
+    )
+    result = cond.encode(args.prompts, args.negative, clip_skip=args.clip_skip)
+    names = ["prompt_embeds", "pooled_prompt_embeds"]
+    if args.negative is not None:
+        names += ["negative_prompt_embeds", "negative_pooled_prompt_embeds"]
+    tensors = {name: getattr(result, name).contiguous().cpu() for name in names}
+    save_file(tensors, str(out), metadata={"model": str(args.model), "prompts": "\n".join(args.prompts)})
+    table = Table(title=f"wrote {out}")
+    for column in ("tensor", "shape", "dtype"):
+        table.add_column(column)
+    for name, tensor in tensors.items():
+        table.add_row(name, str(tuple(tensor.shape)), str(tensor.dtype).removeprefix("torch."))
+    stdout().print(table)
+    return 0

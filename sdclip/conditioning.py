@@ -1,0 +1,371 @@
+"""Text conditioning for diffusers UNet pipelines: prompt text in, ``prompt_embeds`` and pooled out.
+
+With the default options the tensors are exactly what ``StableDiffusionPipeline.encode_prompt`` computes
+(same tokens, same model call, same dtype); on top of that sdclip caches repeated prompts, applies
+``clip_skip`` to the negative prompt too, and works with transformers 5.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .errors import PromptError, PromptTypeError
+from .loading import LoadedTextEncoder, load_text_encoder
+from .sources import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    import torch
+
+
+class TruncationWarning(UserWarning):
+    """A prompt was longer than the model's token limit and was cut (its end-of-text token kept)."""
+
+
+@dataclass
+class Conditioning:
+    """What a diffusers pipeline takes instead of prompt text.
+
+    Attributes:
+        prompt_embeds: (B·n, 77·k, hidden) per-token hidden states, k = number of 77-token chunks.
+        pooled_prompt_embeds: (B·n, dim) pooled embedding (EOS token, projected when the model has a
+            text projection).
+        negative_prompt_embeds: (B·n, 77·k, hidden), same k as the prompt.
+        negative_pooled_prompt_embeds: (B·n, dim).
+        prompt_ids: (B·n, 77·k) int64 token ids fed to the (first) text encoder.
+        negative_prompt_ids: (B·n, 77·k) int64.
+        pipeline_takes_pooled: whether the pipeline's ``__call__`` takes the pooled pair (SDXL does,
+            SD 1.x/2.x do not).
+    """
+
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    negative_pooled_prompt_embeds: torch.Tensor
+    prompt_ids: torch.Tensor
+    negative_prompt_ids: torch.Tensor
+    pipeline_takes_pooled: bool = field(default=False, repr=False)
+
+    def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
+        """The keyword arguments to pass to a diffusers pipeline call.
+
+        Example:
+            >>> images = pipe(**cond.encode("a cat").pipeline_kwargs(), num_inference_steps=20)  # doctest: +SKIP
+        """
+        kwargs = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+        if self.pipeline_takes_pooled:
+            kwargs["pooled_prompt_embeds"] = self.pooled_prompt_embeds
+            kwargs["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
+        return kwargs
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All tensors by field name (for saving with safetensors)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pipeline_takes_pooled"}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How one text encoder's hidden states become conditioning.
+
+    Attributes:
+        skip_offset: the hidden state used is ``hidden_states[-(clip_skip + skip_offset)]``
+            (1 for SD 1.x/2.x: the last layer; 2 for SDXL: the penultimate layer).
+        final_norm: whether that hidden state goes through the final layer norm (SD 1.x: yes;
+            SDXL: no).
+    """
+
+    skip_offset: int = 1
+    final_norm: bool = True
+
+
+@dataclass(frozen=True)
+class _Settings:
+    clip_skip: int | None
+
+
+def _as_prompt_list(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Sequence):
+        raise PromptTypeError(f"{name}: expected a string or a list of strings, got {type(value).__name__}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise PromptTypeError(f"{name}[{index}]: expected a string, got {type(item).__name__} {item!r}")
+    return list(value)
+
+
+def validate_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
+    """Prompt and negative prompt as two lists of equal length (a single negative is shared).
+
+    Example:
+        >>> validate_prompts(["a cat", "a dog"], "blurry")
+        (['a cat', 'a dog'], ['blurry', 'blurry'])
+    """
+    prompts = _as_prompt_list(prompt, "prompt")
+    if not prompts:
+        raise PromptError("prompt: expected at least one prompt, got an empty list")
+    if negative_prompt is None:
+        return prompts, [""] * len(prompts)
+    if isinstance(negative_prompt, str):
+        return prompts, [negative_prompt] * len(prompts)
+    negatives = _as_prompt_list(negative_prompt, "negative_prompt")
+    if len(negatives) != len(prompts):
+        raise PromptError(
+            f"negative_prompt: has {len(negatives)} items but prompt has {len(prompts)}; "
+            "pass one negative prompt per prompt, or a single string for all"
+        )
+    return prompts, negatives
+
+
+class _LRUCache:
+    """A small least-recently-used map; ``max_size=0`` disables it."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.max_size <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class TextConditioner:
+    """Encode prompts with CLIP text encoders into diffusers-ready conditioning.
+
+    Args:
+        encoders: loaded text encoders (one for SD 1.x/2.x).
+        specs: how each encoder's hidden states are taken (default: SD 1.x rules).
+        cache_size: how many encoded prompts to keep (per settings); 0 disables the cache.
+        pipeline_takes_pooled: whether ``pipeline_kwargs`` includes the pooled pair.
+
+    Example:
+        >>> cond = TextConditioner.from_pretrained("weights/clip-vit-large-patch14")  # doctest: +SKIP
+        >>> out = cond.encode(["a cat", "a dog"], "blurry", num_images_per_prompt=2)  # doctest: +SKIP
+        >>> out.prompt_embeds.shape  # doctest: +SKIP
+        torch.Size([4, 77, 768])
+    """
+
+    def __init__(
+        self,
+        encoders: Sequence[LoadedTextEncoder],
+        *,
+        specs: Sequence[EncoderSpec] | None = None,
+        cache_size: int = 256,
+        pipeline_takes_pooled: bool = False,
+    ) -> None:
+        if not encoders:
+            raise PromptError("encoders: expected at least one text encoder")
+        self.encoders = list(encoders)
+        self.specs = list(specs) if specs is not None else [EncoderSpec()] * len(self.encoders)
+        self.pipeline_takes_pooled = pipeline_takes_pooled
+        self._cache = _LRUCache(cache_size)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        subfolder: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        local_files_only: bool | None = None,
+        allow_pickle: bool = False,
+        cache_size: int = 256,
+    ) -> TextConditioner:
+        """Load the text encoder and tokenizer from a hub id, CLIP folder, pipeline folder or checkpoint.
+
+        Args:
+            source: hub id (default ``openai/clip-vit-large-patch14``), local CLIP folder, diffusers
+                pipeline folder, or single-file ``.safetensors`` SD checkpoint.
+            subfolder: in a pipeline folder, ``text_encoder`` (default) or ``text_encoder_2``.
+            device: default CUDA when available, else CPU.
+            dtype: default float16 on CUDA, float32 elsewhere.
+            local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
+            allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` files, loaded with ``weights_only=True``.
+            cache_size: how many encoded prompts to keep; 0 disables the cache.
+
+        Example:
+            >>> cond = TextConditioner.from_pretrained("path/to/stable-diffusion-v1-5")  # doctest: +SKIP
+        """
+        loaded = load_text_encoder(
+            source,
+            subfolder=subfolder,
+            device=device,
+            dtype=dtype,
+            local_files_only=local_files_only,
+            allow_pickle=allow_pickle,
+        )
+        return cls([loaded], cache_size=cache_size)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The first encoder's tokenizer."""
+        return self.encoders[0].tokenizer
+
+    @property
+    def text_encoder(self) -> Any:
+        """The first encoder's transformers model."""
+        return self.encoders[0].model
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoders[0].model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoders[0].model.dtype
+
+    def clear_cache(self) -> None:
+        """Forget every cached encoding (done for you when the vocabulary changes)."""
+        self._cache.clear()
+
+    # -- tokens -------------------------------------------------------------------------------------
+
+    def _chunk_ids(self, index: int, text: str) -> list[list[int]]:
+        """Token ids of ``text`` for encoder ``index``: one 77-token chunk, truncated keeping EOS."""
+        tokenizer = self.encoders[index].tokenizer
+        limit = tokenizer.model_max_length
+        ids = tokenizer(text, verbose=False).input_ids
+        if len(ids) > limit:
+            dropped = tokenizer.decode(ids[limit - 1 : -1])
+            warnings.warn(
+                f"prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than {limit} tokens; "
+                f"this part was dropped: {dropped!r}",
+                TruncationWarning,
+                stacklevel=4,
+            )
+            ids = ids[: limit - 1] + ids[-1:]
+        return [ids + [tokenizer.pad_token_id] * (limit - len(ids))]
+
+    # -- model --------------------------------------------------------------------------------------
+
+    def _run_encoder(self, index: int, ids: torch.Tensor, settings: _Settings) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (N, 77, H), pooled (N, D)) for a batch of chunk ids (N, 77)."""
+        import torch
+
+        model, spec = self.encoders[index].model, self.specs[index]
+        eos_id = self.encoders[index].tokenizer.eos_token_id
+        skip = settings.clip_skip or 0
+        output = model(ids, output_hidden_states=skip > 0 or spec.skip_offset > 1)
+        last = output.last_hidden_state  # (N, 77, H), after the final layer norm
+        if skip == 0 and spec.skip_offset == 1 and spec.final_norm:
+            hidden = last
+        else:
+            hidden = output.hidden_states[-(skip + spec.skip_offset)]
+            if spec.final_norm:
+                text_model = getattr(model, "text_model", model)  # transformers 5's CLIPTextModel is the text model
+                hidden = text_model.final_layer_norm(hidden)
+        eos_position = (ids == eos_id).int().argmax(dim=-1)  # first EOS: padding may also be EOS
+        pooled = last[torch.arange(last.shape[0], device=last.device), eos_position]
+        if hasattr(model, "text_projection"):
+            pooled = model.text_projection(pooled)
+        return hidden, pooled
+
+    def _encode_texts(self, index: int, texts: list[str], settings: _Settings) -> dict[str, tuple]:
+        """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77)), through the cache."""
+        import torch
+
+        results, todo = {}, []
+        for text in texts:
+            cached = self._cache.get((index, text, settings))
+            if cached is not None:
+                results[text] = cached
+            else:
+                todo.append(text)
+        if todo:
+            chunks = {text: self._chunk_ids(index, text) for text in todo}
+            flat = [ids for text in todo for ids in chunks[text]]
+            ids = torch.tensor(flat, dtype=torch.long, device=self.encoders[index].model.device)
+            hidden, pooled = self._run_encoder(index, ids, settings)
+            start = 0
+            for text in todo:
+                count = len(chunks[text])
+                entry = (hidden[start : start + count], pooled[start], ids[start : start + count])
+                start += count
+                results[text] = entry
+                self._cache.put((index, text, settings), entry)
+        return results
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def encode(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        num_images_per_prompt: int = 1,
+        clip_skip: int | None = None,
+    ) -> Conditioning:
+        """Encode prompts (and negative prompts) into the tensors a diffusers pipeline takes.
+
+        Args:
+            prompt: one prompt or a list of prompts.
+            negative_prompt: one for all, one per prompt, or None (the empty prompt, as diffusers).
+            num_images_per_prompt: repeat each prompt's tensors this many times (as diffusers).
+            clip_skip: diffusers' meaning: 1 uses the penultimate layer (A1111 calls that "Clip skip
+                2"), through the final layer norm. Applied to prompt and negative alike. Does not
+                change the pooled output.
+
+        Returns:
+            A ``Conditioning``; ``pipe(**result.pipeline_kwargs())`` runs the pipeline on it.
+
+        Raises:
+            PromptTypeError: a prompt item is not a string.
+            PromptError: prompt and negative lists differ in length, or an option is out of range.
+
+        Example:
+            >>> result = cond.encode("a photo of a cat", "blurry", clip_skip=1)  # doctest: +SKIP
+            >>> result.prompt_embeds.shape  # doctest: +SKIP
+            torch.Size([1, 77, 768])
+        """
+        import torch
+
+        prompts, negatives = validate_prompts(prompt, negative_prompt)
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise PromptError(f"num_images_per_prompt: expected an integer >= 1, got {num_images_per_prompt!r}")
+        if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
+            raise PromptError(f"clip_skip: expected None or an integer >= 0, got {clip_skip!r}")
+        settings = _Settings(clip_skip=clip_skip)
+        texts = list(dict.fromkeys(prompts + negatives))  # each unique text is encoded once
+        with torch.inference_mode():
+            per_encoder = [self._encode_texts(index, texts, settings) for index in range(len(self.encoders))]
+
+        def assemble(batch: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            hidden = torch.cat(
+                [torch.stack([encoded[text][0].flatten(0, 1) for text in batch]) for encoded in per_encoder], dim=-1
+            )  # (B, 77·k, sum of hidden sizes)
+            pooled = torch.stack([per_encoder[-1][text][1] for text in batch])  # (B, D): the last encoder's
+            ids = torch.stack([per_encoder[0][text][2].flatten() for text in batch])  # (B, 77·k)
+            return tuple(t.repeat_interleave(num_images_per_prompt, dim=0) for t in (hidden, pooled, ids))
+
+        prompt_embeds, pooled, prompt_ids = assemble(prompts)
+        negative_embeds, negative_pooled, negative_ids = assemble(negatives)
+        return Conditioning(
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled,
+            negative_prompt_embeds=negative_embeds,
+            negative_pooled_prompt_embeds=negative_pooled,
+            prompt_ids=prompt_ids,
+            negative_prompt_ids=negative_ids,
+            pipeline_takes_pooled=self.pipeline_takes_pooled,
+        )

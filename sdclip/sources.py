@@ -1,0 +1,150 @@
+"""One resolver for every kind of model source: hub id, CLIP folder, diffusers pipeline folder, single file.
+
+``resolve_source`` only looks (at the file system, or the hub cache); it loads no weights. The loaders in
+``sdclip.loading`` then read what it found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ._checkpoint import PICKLE_SUFFIXES, read_json
+from .errors import ModelSourceError, WeightsNotAvailableError
+
+DEFAULT_MODEL = "openai/clip-vit-large-patch14"
+SourceKind = Literal["clip_folder", "pipeline", "single_file"]
+
+_HUB_ID = r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$"
+_CLIP_REPO_FILES = [
+    "config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+    "preprocessor_config.json",
+]  # fmt: skip
+_PIPELINE_REPO_FILES = [
+    "model_index.json",
+    "text_encoder/config.json", "text_encoder/model.safetensors",
+    "text_encoder_2/config.json", "text_encoder_2/model.safetensors",
+    "tokenizer/*", "tokenizer_2/*",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """Where a model's files are, and how they are laid out.
+
+    Attributes:
+        kind: ``"clip_folder"`` (a ``config.json`` of a CLIP model), ``"pipeline"`` (a diffusers folder
+            with ``model_index.json``) or ``"single_file"`` (a ``.safetensors`` or pickle checkpoint).
+        path: the folder or file.
+        name: what the user passed, for error messages.
+    """
+
+    kind: SourceKind
+    path: Path
+    name: str
+
+
+def _hub_offline(local_files_only: bool | None) -> bool:
+    if local_files_only is not None:
+        return local_files_only
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def _not_available(repo_id: str, error: Exception) -> WeightsNotAvailableError:
+    folder = f"weights/{repo_id.split('/')[-1]}"
+    return WeightsNotAvailableError(
+        f"model '{repo_id}': weights are not in the local Hugging Face cache and the hub cannot be reached "
+        f"({type(error).__name__}); on a machine with network run `hf download {repo_id} --local-dir {folder}` "
+        f"and pass '{folder}' as the model"
+    )
+
+
+def download_from_hub(repo_id: str, *, local_files_only: bool | None = None) -> Path:
+    """Fetch (or find in the cache) the files sdclip needs from a hub repository.
+
+    Pipeline repositories (those with ``model_index.json``) get their text encoders and tokenizers only;
+    CLIP repositories get config, safetensors weights, tokenizer and preprocessor files. Honours
+    ``HF_HUB_OFFLINE`` and ``local_files_only``.
+
+    Example:
+        >>> download_from_hub("openai/clip-vit-large-patch14", local_files_only=True)  # doctest: +SKIP
+        PosixPath('.../snapshots/...')
+    """
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    offline = _hub_offline(local_files_only)
+    try:
+        if offline:  # whatever snapshot the cache holds; raises when there is none
+            return Path(snapshot_download(repo_id, local_files_only=True))
+        try:
+            hf_hub_download(repo_id, "model_index.json")
+            patterns = _PIPELINE_REPO_FILES
+        except EntryNotFoundError:
+            patterns = _CLIP_REPO_FILES
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except RepositoryNotFoundError as error:
+        raise ModelSourceError(f"model '{repo_id}': no such repository on the hub, and no such local path") from error
+    except Exception as error:  # offline mode, no cache entry, connection errors: all mean "no weights here"
+        raise _not_available(repo_id, error) from error
+
+
+def _classify_folder(folder: Path, name: str) -> SourceKind:
+    if (folder / "model_index.json").is_file():
+        return "pipeline"
+    if (folder / "config.json").is_file():
+        config = read_json(folder / "config.json")
+        model_type = config.get("model_type", "")
+        architectures = config.get("architectures") or []
+        if model_type.startswith("clip") or any(arch.startswith("CLIP") for arch in architectures):
+            return "clip_folder"
+        raise ModelSourceError(
+            f"model '{name}': {folder / 'config.json'} describes {architectures or model_type or 'an unknown model'}, "
+            "expected a CLIP model (CLIPModel, CLIPTextModel or CLIPTextModelWithProjection)"
+        )
+    if (folder / "text_encoder").is_dir():
+        return "pipeline"
+    raise ModelSourceError(
+        f"model '{name}': folder has no config.json or model_index.json; expected a CLIP model folder, "
+        "a diffusers pipeline folder, or a .safetensors checkpoint"
+    )
+
+
+def resolve_source(source: str | os.PathLike, *, local_files_only: bool | None = None) -> ResolvedSource:
+    """Find out what kind of model source ``source`` is.
+
+    Args:
+        source: a local folder or file, or a hub id such as ``openai/clip-vit-large-patch14``.
+        local_files_only: never touch the network (default: the ``HF_HUB_OFFLINE`` variable).
+
+    Raises:
+        ModelSourceError: missing path, unknown layout, unsupported file type.
+        WeightsNotAvailableError: a hub id whose files are not cached while the hub is unreachable.
+
+    Example:
+        >>> resolve_source("no/such-model", local_files_only=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.WeightsNotAvailableError: model 'no/such-model': weights are not in the local ...
+    """
+    name = os.fspath(source)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ResolvedSource(_classify_folder(path, name), path, name)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".safetensors" or suffix in PICKLE_SUFFIXES:
+            return ResolvedSource("single_file", path, name)
+        raise ModelSourceError(
+            f"model '{name}': unsupported file type '{suffix or path.name}'; expected .safetensors "
+            f"(or a pickle {', '.join(PICKLE_SUFFIXES)} with allow_pickle=True)"
+        )
+    parent = Path(name).parent
+    if not re.match(_HUB_ID, name) or (parent != Path(".") and parent.is_dir()):
+        raise ModelSourceError(f"model '{name}': no such file or folder (and not a hub id of the form 'owner/name')")
+    folder = download_from_hub(name, local_files_only=local_files_only)
+    return ResolvedSource(_classify_folder(folder, name), folder, name)

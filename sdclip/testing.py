@@ -1,0 +1,174 @@
+"""Random-weight CLIP models in the real architectures' shapes, for tests, notebooks and benchmarks.
+
+No weights can be downloaded in CI, so sdclip is tested on models built here: the real tokenizer, the
+real vocabulary size and context length, CLIP's 64-wide attention heads, and a few small layers
+(``tiny``) or the full clip-vit-large-patch14 / OpenCLIP bigG sizes (``real``, same cost and shapes as
+the released models). Nothing here is imported by the library itself.
+
+Example:
+    >>> model = random_text_encoder(TINY_TEXT)
+    >>> model.config.num_attention_heads
+    2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# clip-vit-large-patch14's text tower, the one SD 1.x conditions on
+L14_TEXT = {
+    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+    "projection_dim": 768, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1,
+}  # fmt: skip
+# clip-vit-large-patch14's vision tower
+L14_VISION = {
+    "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+    "patch_size": 14, "image_size": 224, "hidden_act": "quick_gelu", "projection_dim": 768,
+}  # fmt: skip
+# OpenCLIP ViT-bigG's text tower, SDXL's second encoder
+BIGG_TEXT = {
+    **L14_TEXT, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+    "num_attention_heads": 20, "hidden_act": "gelu", "projection_dim": 1280, "pad_token_id": 0,
+}  # fmt: skip
+# Tiny towers: real vocabulary and context, two 64-wide heads, a few layers
+TINY_TEXT = {**L14_TEXT, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+             "num_attention_heads": 2, "projection_dim": 96}  # fmt: skip
+TINY_TEXT_2 = {**BIGG_TEXT, "hidden_size": 192, "intermediate_size": 384, "num_hidden_layers": 4,
+               "num_attention_heads": 3, "projection_dim": 160}  # fmt: skip
+TINY_VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "patch_size": 32, "image_size": 224, "hidden_act": "quick_gelu", "projection_dim": 96}  # fmt: skip
+
+
+def random_text_encoder(config: dict, *, projection: bool = False, seed: int = 0) -> Any:
+    """A ``CLIPTextModel`` (or ``...WithProjection``) with seeded random weights, in eval mode.
+
+    Example:
+        >>> random_text_encoder(TINY_TEXT, projection=True).text_projection.weight.shape
+        torch.Size([96, 128])
+    """
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    return cls(CLIPTextConfig(**config)).eval()
+
+
+def random_clip_model(text: dict = TINY_TEXT, vision: dict = TINY_VISION, *, seed: int = 0) -> Any:
+    """A full ``CLIPModel`` with seeded random weights (both towers, projections, ``logit_scale``).
+
+    Example:
+        >>> random_clip_model().config.projection_dim
+        96
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=text["projection_dim"])
+    return CLIPModel(config).eval()
+
+
+def tiny_unet(cross_attention_dim: int, *, sdxl: bool = False, seed: int = 0) -> Any:
+    """A tiny ``UNet2DConditionModel`` (two blocks, 32/64 channels) for end-to-end pipeline tests."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    extra = {}
+    if sdxl:  # SDXL adds the pooled text embedding and six size/crop numbers to the time embedding
+        extra = {
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": TINY_TEXT_2["projection_dim"] + 6 * 8,
+            "transformer_layers_per_block": (1, 2),
+            "attention_head_dim": (2, 4),
+            "use_linear_projection": True,
+        }
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        norm_num_groups=32,
+        **extra,
+    )
+
+
+def tiny_vae(*, seed: int = 0) -> Any:
+    """A tiny ``AutoencoderKL`` for end-to-end pipeline tests."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=32,
+    )
+
+
+def tiny_sd_pipeline(text_config: dict = TINY_TEXT, *, seed: int = 0) -> Any:
+    """A tiny ``StableDiffusionPipeline`` with a random text encoder and sdclip's shipped tokenizer.
+
+    Example:
+        >>> pipe = tiny_sd_pipeline()
+        >>> pipe.text_encoder.config.hidden_size
+        128
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .tokenizer import load_tokenizer
+
+    return StableDiffusionPipeline(
+        vae=tiny_vae(seed=seed),
+        text_encoder=random_text_encoder(text_config, seed=seed),
+        tokenizer=load_tokenizer(),
+        unet=tiny_unet(text_config["hidden_size"], seed=seed),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_sd1_single_file(text_model: Any, path: str | Path, *, text_model_prefix: bool = True) -> Path:
+    """Write ``text_model`` as the text encoder of an SD 1.x single-file ``.safetensors`` checkpoint.
+
+    Keys go under ``cond_stage_model.transformer.`` (with or without ``text_model.``), with the legacy
+    ``position_ids`` buffer, next to a stand-in UNet tensor as real checkpoints have.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    inner = "cond_stage_model.transformer." + ("text_model." if text_model_prefix else "")
+    tensors = {inner + key: value.contiguous() for key, value in text_model.state_dict().items()}
+    tensors[inner + "embeddings.position_ids"] = torch.arange(text_model.config.max_position_embeddings)[None]
+    tensors["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(4, 4, 3, 3)
+    save_file(tensors, str(path))
+    return Path(path)
+
+
+def save_hub_style_folder(text_model: Any, folder: str | Path) -> Path:
+    """Write ``text_model`` as transformers 4 did on the hub: ``text_model.`` key prefix and ``position_ids``."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text_model.config.save_pretrained(folder)
+    tensors = {"text_model." + key: value.contiguous() for key, value in text_model.state_dict().items()}
+    tensors["text_model.embeddings.position_ids"] = torch.arange(text_model.config.max_position_embeddings)[None]
+    save_file(tensors, str(folder / "model.safetensors"))
+    return folder
