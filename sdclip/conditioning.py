@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PromptError, PromptTypeError
 from .loading import LoadedTextEncoder, load_text_encoder
+from .prompt_tokens import PromptToken, plain_prompt_tokens
 from .sources import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -307,6 +308,17 @@ class TextConditioner:
         return results
 
     # -- public -------------------------------------------------------------------------------------
+
+    def parse(self, prompt: str) -> list[PromptToken]:
+        """The tokens the first encoder sees for ``prompt``, with chunk, position, weight and truncation.
+
+        Example:
+            >>> [t.text for t in cond.parse("a cat")]  # doctest: +SKIP
+            ['<|startoftext|>', 'a</w>', 'cat</w>', '<|endoftext|>']
+        """
+        if not isinstance(prompt, str):
+            raise PromptTypeError(f"prompt: expected a string, got {type(prompt).__name__}")
+        return plain_prompt_tokens(prompt, self.tokenizer)
 
     def encode(
         self,
