@@ -1,0 +1,75 @@
+"""Fixtures: tiny random-weight CLIP models in the real architecture's shape, with the real tokenizer,
+saved in every source layout sdclip loads. Built once per test session."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", message=".*steps_offset.*")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from sdclip.tokenizer import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def sd_pipe():
+    """A tiny StableDiffusionPipeline: random text encoder (4 layers, 2 heads of 64), shipped tokenizer."""
+    from sdclip.testing import tiny_sd_pipeline
+
+    return tiny_sd_pipeline()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def pipeline_folder(sd_pipe, model_dir) -> Path:
+    folder = model_dir / "tiny-sd"
+    sd_pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def text_sources(sd_pipe, pipeline_folder, model_dir) -> dict[str, Path]:
+    """The same text encoder weights in every layout a user may hand sdclip."""
+    from sdclip.testing import save_hub_style_folder, save_sd1_single_file
+
+    encoder = sd_pipe.text_encoder
+    return {
+        "pipeline": pipeline_folder,
+        "bare_text_encoder_folder": pipeline_folder / "text_encoder",  # no tokenizer files: shipped one used
+        "hub_style_folder": save_hub_style_folder(encoder, model_dir / "hub-style"),
+        "single_file": save_sd1_single_file(encoder, model_dir / "sd1.safetensors"),
+        "single_file_no_text_model_prefix": save_sd1_single_file(
+            encoder, model_dir / "sd1-noprefix.safetensors", text_model_prefix=False
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def conditioner(pipeline_folder):
+    from sdclip import TextConditioner
+
+    return TextConditioner.from_pretrained(pipeline_folder, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def clip_model_folder(model_dir) -> Path:
+    """A tiny full CLIPModel saved as transformers does (text + vision towers, projections)."""
+    from sdclip.testing import random_clip_model
+
+    folder = model_dir / "tiny-clip"
+    random_clip_model().save_pretrained(folder)
+    return folder
