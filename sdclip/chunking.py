@@ -7,7 +7,9 @@ Plain Python over a tokenizer object: no torch. Three layouts, one per prompt sy
   ``BREAK`` starts a new chunk, and a chunk that fills up hands the words after its last comma (if
   that comma is among its last 20 tokens) to the next chunk.
 * ``"comfy"`` is ComfyUI's ``SDTokenizer.tokenize_with_weights``: a weighted run of 8 tokens or more is
-  split across windows where it has to be, a shorter one moves whole to the next window.
+  split across windows where it has to be, a shorter one moves whole to the next window. As in current
+  ComfyUI, a run is tokenized whole (cut only before ``embedding:``); older ComfyUI releases cut it at
+  every space, so there the unit that moves or splits was a single word.
 
 Every chunk is laid out ``BOS, tokens, EOS, padding`` with ``tokenizer.pad_token_id`` as padding. For SD
 1.x tokenizers padding is EOS, so this is A1111's ``BOS + tokens + EOS * (76 - n)`` token for token; for
@@ -21,8 +23,9 @@ as text.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sdclip.prompt_parser import BREAK_WEIGHT, parse_prompt
 
@@ -52,11 +55,11 @@ class Tokenizer(Protocol):
     pad_token_id: int | None
     unk_token_id: int | None
 
-    def __call__(self, text, **kwargs): ...  # noqa: D102 - transformers' own signature
+    def __call__(self, text: str | list[str], **kwargs: Any) -> Mapping[str, Any]: ...  # noqa: D102
 
     def convert_tokens_to_ids(self, tokens: str) -> int: ...  # noqa: D102
 
-    def decode(self, token_ids: list[int], **kwargs) -> str: ...  # noqa: D102
+    def decode(self, token_ids: list[int], **kwargs: Any) -> str: ...  # noqa: D102
 
 
 @dataclass(frozen=True)
@@ -212,9 +215,9 @@ def _a1111_layout(
 ) -> list[_Run]:
     """A1111's ``tokenize_line`` without embeddings: the prompt tokens of each chunk.
 
-    Kept from upstream on purpose: a leading ``BREAK`` and each of several consecutive ``BREAK`` s
-    give an empty chunk; a trailing ``BREAK`` adds none; the empty prompt is one empty chunk; a comma that
-    opens a new chunk is not remembered for backtracking.
+    Kept from upstream on purpose: a leading ``BREAK`` gives an empty first chunk, and so does each
+    further ``BREAK`` in a row; a trailing ``BREAK`` adds none; the empty prompt is one empty chunk; a
+    comma that opens a new chunk is not remembered for backtracking.
     """
     chunks: list[_Run] = []
     chunk: _Run = []
