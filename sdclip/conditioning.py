@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PromptError, PromptTypeError
 from .loading import LoadedTextEncoder, load_text_encoder
-from .prompt_tokens import PromptToken, plain_prompt_tokens
+from .chunking import ChunkedPrompt, chunk_prompt, empty_chunk
+from .prompt_parser import SYNTAXES
+from .prompt_tokens import PromptToken, prompt_tokens
+from .textual_inversion import expand_textual_inversion
+from .weighting import MODES, apply_weights
 from .sources import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -85,7 +89,27 @@ class EncoderSpec:
 
 @dataclass(frozen=True)
 class _Settings:
+    """Everything besides the text that changes an encoding (and so keys the cache)."""
+
     clip_skip: int | None
+    syntax: str = "plain"
+    truncate: bool = True
+    weighting: str | None = None  # resolved: None (no weights), "a1111", "comfy" or "multiply"
+
+
+_DEFAULT_WEIGHTING = {"plain": None, "a1111": "a1111", "comfy": "comfy"}
+
+
+def _resolve_settings(clip_skip: Any, syntax: Any, truncate: Any, weighting: Any) -> _Settings:
+    if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
+        raise PromptError(f"clip_skip: expected None or an integer >= 0, got {clip_skip!r}")
+    if syntax not in SYNTAXES:
+        raise PromptError(f"syntax: expected one of {', '.join(map(repr, SYNTAXES))}, got {syntax!r}")
+    if not isinstance(truncate, bool):
+        raise PromptError(f"truncate: expected True or False, got {truncate!r}")
+    if weighting is not None and weighting not in MODES:
+        raise PromptError(f"weighting: expected None or one of {', '.join(map(repr, MODES))}, got {weighting!r}")
+    return _Settings(clip_skip, syntax, truncate, weighting or _DEFAULT_WEIGHTING[syntax])
 
 
 def _as_prompt_list(value: Any, name: str) -> list[str]:
@@ -180,6 +204,9 @@ class TextConditioner:
         self.specs = list(specs) if specs is not None else [EncoderSpec()] * len(self.encoders)
         self.pipeline_takes_pooled = pipeline_takes_pooled
         self._cache = _LRUCache(cache_size)
+        self._truncated: list[tuple[str, str]] = []
+        self._embeddings: list[dict[str, int]] = [{} for _ in self.encoders]  # textual inversion: name -> vectors
+        self._owns_models = False  # from_pretrained sets it: then embeddings may extend the models in place
 
     @classmethod
     def from_pretrained(
@@ -216,7 +243,9 @@ class TextConditioner:
             local_files_only=local_files_only,
             allow_pickle=allow_pickle,
         )
-        return cls([loaded], cache_size=cache_size)
+        conditioner = cls([loaded], cache_size=cache_size)
+        conditioner._owns_models = True
+        return conditioner
 
     @property
     def tokenizer(self) -> Any:
@@ -242,21 +271,11 @@ class TextConditioner:
 
     # -- tokens -------------------------------------------------------------------------------------
 
-    def _chunk_ids(self, index: int, text: str) -> list[list[int]]:
-        """Token ids of ``text`` for encoder ``index``: one 77-token chunk, truncated keeping EOS."""
+    def _chunk(self, index: int, text: str, settings: _Settings) -> ChunkedPrompt:
+        """``text`` in 77-token chunks for encoder ``index`` (textual-inversion tokens expanded)."""
         tokenizer = self.encoders[index].tokenizer
-        limit = tokenizer.model_max_length
-        ids = tokenizer(text, verbose=False).input_ids
-        if len(ids) > limit:
-            dropped = tokenizer.decode(ids[limit - 1 : -1])
-            warnings.warn(
-                f"prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than {limit} tokens; "
-                f"this part was dropped: {dropped!r}",
-                TruncationWarning,
-                stacklevel=4,
-            )
-            ids = ids[: limit - 1] + ids[-1:]
-        return [ids + [tokenizer.pad_token_id] * (limit - len(ids))]
+        text = expand_textual_inversion(text, self._embeddings[index], syntax=settings.syntax)
+        return chunk_prompt(text, tokenizer, syntax=settings.syntax, truncate=settings.truncate)
 
     # -- model --------------------------------------------------------------------------------------
 
@@ -283,42 +302,124 @@ class TextConditioner:
         return hidden, pooled
 
     def _encode_texts(self, index: int, texts: list[str], settings: _Settings) -> dict[str, tuple]:
-        """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77)), through the cache."""
+        """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77)), through the cache.
+
+        Pooled comes from the first chunk, as in A1111 and ComfyUI. The key ``None`` holds the empty
+        chunk (BOS, EOS, padding), which pads prompts to a common number of chunks.
+        """
         import torch
 
         results, todo = {}, []
-        for text in texts:
+        # the empty chunk pads long prompts and anchors comfy weighting; short plain prompts never need it
+        needs_empty = not settings.truncate or settings.weighting == "comfy"
+        for text in [*texts, None] if needs_empty else texts:
             cached = self._cache.get((index, text, settings))
             if cached is not None:
                 results[text] = cached
             else:
                 todo.append(text)
-        if todo:
-            chunks = {text: self._chunk_ids(index, text) for text in todo}
-            flat = [ids for text in todo for ids in chunks[text]]
-            ids = torch.tensor(flat, dtype=torch.long, device=self.encoders[index].model.device)
-            hidden, pooled = self._run_encoder(index, ids, settings)
-            start = 0
-            for text in todo:
-                count = len(chunks[text])
-                entry = (hidden[start : start + count], pooled[start], ids[start : start + count])
-                start += count
-                results[text] = entry
-                self._cache.put((index, text, settings), entry)
+        if not todo:
+            return results
+        tokenizer = self.encoders[index].tokenizer
+        chunked = {text: self._chunk(index, text, settings) for text in todo if text is not None}
+        for text, prompt in chunked.items():
+            if prompt.truncated_text:
+                self._truncated.append((text, prompt.truncated_text))
+        chunks = {text: list(prompt.chunks) for text, prompt in chunked.items()}
+        chunks[None] = [empty_chunk(tokenizer)]
+        order = [text for text in todo if text is not None] + ([None] if None in todo else [])
+        flat = [chunk for text in order for chunk in chunks[text]]
+        # identical chunks (the empty prompt and the padding chunk, repeated BREAK parts) run once
+        unique = {ids: row for row, ids in enumerate(dict.fromkeys(chunk.ids for chunk in flat))}
+        device = self.encoders[index].model.device
+        unique_ids = torch.tensor(list(unique), dtype=torch.long, device=device)  # (U, 77)
+        unique_hidden, unique_pooled = self._run_encoder(index, unique_ids, settings)
+        row = torch.tensor([unique[chunk.ids] for chunk in flat], device=device)
+        hidden, pooled, ids = unique_hidden[row], unique_pooled[row], unique_ids[row]
+        if settings.weighting is not None:
+            weights = torch.tensor([chunk.weights for chunk in flat], dtype=torch.float32, device=device)
+            weighted = (weights != 1).any(dim=-1)  # chunks with all weights 1 stay exactly as encoded
+            if weighted.any():
+                empty = unique_hidden[unique[chunks[None][0].ids]] if None in todo else results[None][0][0]
+                hidden[weighted] = apply_weights(
+                    hidden[weighted], weights[weighted], mode=settings.weighting, empty_hidden=empty[None]
+                )
+        start = 0
+        for text in order:
+            count = len(chunks[text])
+            entry = (hidden[start : start + count], pooled[start], ids[start : start + count])
+            start += count
+            results[text] = entry
+            self._cache.put((index, text, settings), entry)
         return results
 
     # -- public -------------------------------------------------------------------------------------
 
-    def parse(self, prompt: str) -> list[PromptToken]:
-        """The tokens the first encoder sees for ``prompt``, with chunk, position, weight and truncation.
+    def load_textual_inversion(
+        self, path: str | os.PathLike, *, token: str | None = None, allow_pickle: bool = False
+    ) -> list[str]:
+        """Add a textual-inversion embedding; its name (default: the file stem, or the token a diffusers
+        ``learned_embeds`` file names) can then be used in prompts.
+
+        Models loaded by ``from_pretrained`` are extended in place. Models you passed to the constructor
+        are never changed: the conditioner copies them (and their tokenizers) first.
+
+        Args:
+            path: A1111 ``.pt`` (needs ``allow_pickle``) or ``.safetensors``, diffusers
+                ``learned_embeds.safetensors``, or an SDXL file with ``clip_l`` and ``clip_g``.
+            token: the name to use in prompts instead of the default.
+            allow_pickle: accept pickle files, loaded with ``torch.load(weights_only=True)``.
+
+        Returns:
+            The tokens added to the (first) tokenizer: ``[name, name_1, ...]``.
+
+        Raises:
+            EmbeddingError: unknown layout, a width that does not fit the encoder (both widths named),
+                a name already in the vocabulary, or vectors for another number of encoders.
 
         Example:
-            >>> [t.text for t in cond.parse("a cat")]  # doctest: +SKIP
-            ['<|startoftext|>', 'a</w>', 'cat</w>', '<|endoftext|>']
+            >>> cond.load_textual_inversion("embeddings/style.safetensors")  # doctest: +SKIP
+            ['style', 'style_1']
+        """
+        import copy
+
+        from .errors import EmbeddingError
+        from .textual_inversion import add_embedding, read_embedding, token_names
+
+        name, vectors = read_embedding(path, allow_pickle=allow_pickle)
+        name = token or name
+        if len(vectors) != len(self.encoders):
+            raise EmbeddingError(
+                f"embedding '{path}': holds vectors for {len(vectors)} text encoder(s), this model has "
+                f"{len(self.encoders)}"
+            )
+        for index, loaded in enumerate(self.encoders):
+            tokenizer, model = copy.deepcopy(loaded.tokenizer), loaded.model
+            if not self._owns_models:
+                model = copy.deepcopy(model)
+            add_embedding(model, tokenizer, name, vectors[index], source=str(path))
+            self.encoders[index] = LoadedTextEncoder(model, tokenizer, loaded.source)
+            self._embeddings[index][name] = vectors[index].shape[0]
+        self._owns_models = True
+        self.clear_cache()
+        return token_names(name, vectors[0].shape[0])
+
+    def parse(self, prompt: str, *, syntax: str = "plain", truncate: bool = True) -> list[PromptToken]:
+        """The tokens the first encoder sees for ``prompt``: chunk, position, weight, truncation.
+
+        BOS/EOS of every chunk are listed, padding is not; with ``truncate=True`` the tokens past the
+        limit follow, marked ``truncated``.
+
+        Example:
+            >>> [(t.text, t.weight) for t in cond.parse("a (cat:1.5)", syntax="a1111")]  # doctest: +SKIP
+            [('<|startoftext|>', 1.0), ('a</w>', 1.0), ('cat</w>', 1.5), ('<|endoftext|>', 1.0)]
         """
         if not isinstance(prompt, str):
             raise PromptTypeError(f"prompt: expected a string, got {type(prompt).__name__}")
-        return plain_prompt_tokens(prompt, self.tokenizer)
+        settings = _resolve_settings(None, syntax, truncate, None)
+        tokenizer = self.tokenizer
+        chunked = self._chunk(0, prompt, settings)
+        return prompt_tokens(chunked, tokenizer)
 
     def encode(
         self,
@@ -327,6 +428,9 @@ class TextConditioner:
         *,
         num_images_per_prompt: int = 1,
         clip_skip: int | None = None,
+        syntax: str = "plain",
+        truncate: bool = True,
+        weighting: str | None = None,
     ) -> Conditioning:
         """Encode prompts (and negative prompts) into the tensors a diffusers pipeline takes.
 
@@ -335,11 +439,21 @@ class TextConditioner:
             negative_prompt: one for all, one per prompt, or None (the empty prompt, as diffusers).
             num_images_per_prompt: repeat each prompt's tensors this many times (as diffusers).
             clip_skip: diffusers' meaning: 1 uses the penultimate layer (A1111 calls that "Clip skip
-                2"), through the final layer norm. Applied to prompt and negative alike. Does not
-                change the pooled output.
+                2"), through the final layer norm. Applied to prompt and negative alike, and to every
+                chunk. Does not change the pooled output.
+            syntax: how prompt text is read: ``"plain"`` (as diffusers: brackets are text),
+                ``"a1111"`` (AUTOMATIC1111: ``(x)``, ``[x]``, ``(x:1.3)``, ``BREAK``) or ``"comfy"``
+                (ComfyUI: ``(x)``, ``(x:1.3)``; ``[x]`` is text).
+            truncate: True cuts prompts at 75 tokens (as diffusers); False encodes prompts of any
+                length in 77-token chunks concatenated on the sequence axis.
+            weighting: how weights reach the embeddings: ``"a1111"`` (scale, then restore each
+                chunk's mean), ``"comfy"`` (move away from the empty prompt's encoding),
+                ``"multiply"``; None picks the syntax's own.
 
         Returns:
-            A ``Conditioning``; ``pipe(**result.pipeline_kwargs())`` runs the pipeline on it.
+            A ``Conditioning``; ``pipe(**result.pipeline_kwargs())`` runs the pipeline on it. Prompts
+            and negative prompts are padded to the batch's largest number of chunks with the encoding
+            of the empty chunk (BOS, then EOS/padding), so the shapes always fit the pipeline.
 
         Raises:
             PromptTypeError: a prompt item is not a string.
@@ -355,19 +469,33 @@ class TextConditioner:
         prompts, negatives = validate_prompts(prompt, negative_prompt)
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise PromptError(f"num_images_per_prompt: expected an integer >= 1, got {num_images_per_prompt!r}")
-        if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
-            raise PromptError(f"clip_skip: expected None or an integer >= 0, got {clip_skip!r}")
-        settings = _Settings(clip_skip=clip_skip)
+        settings = _resolve_settings(clip_skip, syntax, truncate, weighting)
         texts = list(dict.fromkeys(prompts + negatives))  # each unique text is encoded once
+        self._truncated = []
         with torch.inference_mode():
             per_encoder = [self._encode_texts(index, texts, settings) for index in range(len(self.encoders))]
+        for text, dropped in dict.fromkeys(self._truncated):
+            warnings.warn(
+                f"prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than the 77-token limit; "
+                f"this part was dropped: {dropped!r} (pass truncate=False to keep it)",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        n_chunks = max(len(encoded[text][2]) for encoded in per_encoder for text in texts)
+
+        def chunks_of(encoded: dict, text: str, part: int) -> torch.Tensor:
+            """The text's hidden (part 0) or ids (part 2), padded with empty chunks: (77·n_chunks, ...)."""
+            own = encoded[text][part]
+            if len(own) < n_chunks:
+                own = torch.cat([own, *[encoded[None][part]] * (n_chunks - len(own))])
+            return own.flatten(0, 1)
 
         def assemble(batch: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             hidden = torch.cat(
-                [torch.stack([encoded[text][0].flatten(0, 1) for text in batch]) for encoded in per_encoder], dim=-1
+                [torch.stack([chunks_of(encoded, text, 0) for text in batch]) for encoded in per_encoder], dim=-1
             )  # (B, 77·k, sum of hidden sizes)
             pooled = torch.stack([per_encoder[-1][text][1] for text in batch])  # (B, D): the last encoder's
-            ids = torch.stack([per_encoder[0][text][2].flatten() for text in batch])  # (B, 77·k)
+            ids = torch.stack([chunks_of(per_encoder[0], text, 2) for text in batch])  # (B, 77·k)
             return tuple(t.repeat_interleave(num_images_per_prompt, dim=0) for t in (hidden, pooled, ids))
 
         prompt_embeds, pooled, prompt_ids = assemble(prompts)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .chunking import ChunkedPrompt, chunk_prompt
+
 
 @dataclass(frozen=True)
 class PromptToken:
@@ -35,26 +37,39 @@ class PromptToken:
         return asdict(self)
 
 
-def plain_prompt_tokens(text: str, tokenizer: Any) -> list[PromptToken]:
-    """Tokens of ``text`` as diffusers feeds them: BOS, up to 75 tokens, EOS; the rest marked truncated.
-
-    Padding is not listed. Truncated tokens keep the positions they would have had.
+def prompt_tokens(chunked: ChunkedPrompt, tokenizer: Any) -> list[PromptToken]:
+    """List the tokens of a chunked prompt: each chunk's BOS, tokens and EOS (not its padding), then
+    the truncated tokens, at the positions they would have had after the last chunk's tokens.
 
     Example:
         >>> from sdclip.tokenizer import load_tokenizer
-        >>> [(t.text, t.id, t.position) for t in plain_prompt_tokens("a cat", load_tokenizer())]
-        [('<|startoftext|>', 49406, 0), ('a</w>', 320, 1), ('cat</w>', 2368, 2), ('<|endoftext|>', 49407, 3)]
+        >>> tok = load_tokenizer()
+        >>> [(t.text, t.position) for t in prompt_tokens(chunk_prompt("a cat", tok), tok)]
+        [('<|startoftext|>', 0), ('a</w>', 1), ('cat</w>', 2), ('<|endoftext|>', 3)]
     """
-    ids = tokenizer(text, verbose=False).input_ids  # BOS ... EOS, untruncated
-    limit = tokenizer.model_max_length
-    body = ids[1:-1]
-    kept, cut = body[: limit - 2], body[limit - 2 :]
-    names = tokenizer.convert_ids_to_tokens(ids[:1] + kept + ids[-1:] + cut)
-    sequence = ids[:1] + kept + ids[-1:]
-    tokens = [PromptToken(names[i], token_id, 0, i) for i, token_id in enumerate(sequence)]
-    offset = len(sequence)
-    tokens += [
-        PromptToken(names[offset + i], token_id, 0, len(sequence) - 1 + i, truncated=True)
-        for i, token_id in enumerate(cut)
-    ]
-    return tokens
+    listed: list[PromptToken] = []
+    for index, chunk in enumerate(chunked.chunks):
+        end = chunk.n_tokens + 2  # BOS, tokens, EOS
+        names = tokenizer.convert_ids_to_tokens(list(chunk.ids[:end]))
+        listed += [
+            PromptToken(name, token_id, index, position, chunk.weights[position])
+            for position, (name, token_id) in enumerate(zip(names, chunk.ids[:end]))
+        ]
+    if chunked.truncated_text:
+        last = len(chunked.chunks) - 1
+        cut = tokenizer(chunked.truncated_text, add_special_tokens=False, verbose=False).input_ids
+        first = chunked.chunks[-1].n_tokens + 1
+        names = tokenizer.convert_ids_to_tokens(cut)
+        listed += [PromptToken(n, i, last, first + k, truncated=True) for k, (n, i) in enumerate(zip(names, cut))]
+    return listed
+
+
+def tokenize_prompt(text: str, tokenizer: Any, *, syntax: str = "plain", truncate: bool = True) -> list[PromptToken]:
+    """Chunk ``text`` as the conditioner would and list its tokens (no weights or model needed).
+
+    Example:
+        >>> from sdclip.tokenizer import load_tokenizer
+        >>> [(t.text, t.weight) for t in tokenize_prompt("(cat:1.5)", load_tokenizer(), syntax="a1111")][1]
+        ('cat</w>', 1.5)
+    """
+    return prompt_tokens(chunk_prompt(text, tokenizer, syntax=syntax, truncate=truncate), tokenizer)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sdclip.prompt_tokens import plain_prompt_tokens
+from sdclip.prompt_tokens import tokenize_prompt
 from sdclip.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
 
 
@@ -46,7 +46,7 @@ def test_tokenization_rules(tokenizer, text, expected):
 
 
 def test_tokens_listing_marks_what_falls_past_the_limit(tokenizer):
-    tokens = plain_prompt_tokens("cat " * 80, tokenizer)
+    tokens = tokenize_prompt("cat " * 80, tokenizer)
     kept = [t for t in tokens if not t.truncated]
     cut = [t for t in tokens if t.truncated]
     assert len(kept) == 77 and kept[-1].text == "<|endoftext|>" and kept[-1].position == 76

@@ -11,6 +11,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("prompts", nargs="+", metavar="PROMPT")
     parser.add_argument("--model", default=None, metavar="SRC",
                         help="use this model's tokenizer (default: the shipped clip-vit-large-patch14 one)")
+    parser.add_argument("--syntax", default="plain", choices=["plain", "a1111", "comfy"],
+                        help="how the prompt is read (weights, BREAK); default plain, as diffusers")
+    parser.add_argument("--no-truncate", action="store_true", help="show every chunk of a long prompt")
     parser.set_defaults(run=run)
 
 
@@ -18,20 +21,20 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..loading import tokenizer_for_source
-    from ..prompt_tokens import plain_prompt_tokens
+    from ..prompt_tokens import tokenize_prompt
     from ._common import stdout
 
     tokenizer = tokenizer_for_source(args.model)
     console = stdout()
     for prompt in args.prompts:
-        tokens = plain_prompt_tokens(prompt, tokenizer)
+        tokens = tokenize_prompt(prompt, tokenizer, syntax=args.syntax, truncate=not args.no_truncate)
         cut = sum(token.truncated for token in tokens)
         title = f"{prompt!r}: {len(tokens) - cut} tokens" + (f", {cut} past the limit (dropped)" if cut else "")
         table = Table(title=title)
-        for column in ("position", "token", "id", ""):
+        for column in ("chunk", "position", "token", "id", "weight", ""):
             table.add_column(column)
         for token in tokens:
-            table.add_row(str(token.position), token.text, str(token.id),
+            table.add_row(str(token.chunk), str(token.position), token.text, str(token.id), f"{token.weight:g}",
                           "[red]truncated[/red]" if token.truncated else "")
         console.print(table)
     return 0

@@ -1,0 +1,124 @@
+"""Textual-inversion embeddings: read A1111 / diffusers / SDXL files, add their tokens to an encoder.
+
+An embedding of ``n`` vectors named ``tok`` becomes the added tokens ``tok tok_1 ... tok_{n-1}`` (as
+diffusers' ``load_textual_inversion`` does), and prompts mentioning ``tok`` (or ``embedding:tok`` in
+ComfyUI syntax) are expanded to all of them before tokenization.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _checkpoint as ckpt
+from .errors import EmbeddingError
+
+if TYPE_CHECKING:
+    import torch
+
+SDXL_KEYS = ("clip_l", "clip_g")  # SDXL embeddings: one tensor per text encoder, in encoder order
+_COMFY_EMBEDDING = re.compile(r"embedding:([^\s,()\[\]:]+)")
+_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
+
+
+def read_embedding(path: str | Path, *, allow_pickle: bool = False) -> tuple[str, list[torch.Tensor]]:
+    """Read a textual-inversion file: ``(name, vectors per text encoder)``, each ``(n, width)``.
+
+    Formats: A1111 ``.pt`` (``string_to_param``; pickle, only with ``allow_pickle``) and ``.safetensors``
+    (``emb_params``), diffusers' ``learned_embeds.safetensors`` (``{token: tensor}``, its key is the
+    name), SDXL files with ``clip_l`` and ``clip_g``. Otherwise the name is the file stem.
+
+    Example:
+        >>> name, vectors = read_embedding("embeddings/style.safetensors")  # doctest: +SKIP
+        >>> name, vectors[0].shape  # doctest: +SKIP
+        ('style', torch.Size([2, 768]))
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EmbeddingError(f"embedding '{path}': no such file")
+    if path.suffix.lower() == ".safetensors":
+        tensors = ckpt.read_safetensors(path, ckpt.safetensors_keys(path))
+    elif path.suffix.lower() in _SUFFIXES:
+        tensors = ckpt.read_pickle(path, allow_pickle=allow_pickle)
+    else:
+        raise EmbeddingError(f"embedding '{path}': unsupported file type; expected .safetensors, .pt or .bin")
+    name = path.stem
+    if all(key in tensors for key in SDXL_KEYS):
+        vectors = [tensors[key] for key in SDXL_KEYS]
+    elif "emb_params" in tensors:
+        vectors = [tensors["emb_params"]]
+    elif isinstance(tensors.get("string_to_param"), dict):
+        vectors = [next(iter(tensors["string_to_param"].values()))]
+    elif (flat := [k for k in tensors if k.startswith("string_to_param.")]):
+        vectors = [tensors[flat[0]]]
+    elif len(tensors) == 1:
+        name, tensor = next(iter(tensors.items()))
+        vectors = [tensor]
+    else:
+        raise EmbeddingError(
+            f"embedding '{path}': unknown layout (keys {sorted(tensors)[:5]}); expected emb_params, "
+            "string_to_param, clip_l/clip_g, or a single {token: tensor}"
+        )
+    import torch
+
+    vectors = [v if v.ndim == 2 else v.reshape(1, -1) for v in vectors if isinstance(v, torch.Tensor)]
+    return name, [v.detach().float() for v in vectors]
+
+
+def token_names(name: str, count: int) -> list[str]:
+    """The tokens an ``count``-vector embedding adds, as diffusers names them.
+
+    Example:
+        >>> token_names("style", 3)
+        ['style', 'style_1', 'style_2']
+    """
+    return [name] + [f"{name}_{i}" for i in range(1, count)]
+
+
+def add_embedding(model: Any, tokenizer: Any, name: str, vectors: torch.Tensor, *, source: str = "") -> None:
+    """Add ``vectors`` (n, width) to ``tokenizer`` and ``model``'s token-embedding table, in place."""
+    import torch
+
+    table = model.get_input_embeddings()
+    width = table.weight.shape[1]
+    if vectors.shape[1] != width:
+        raise EmbeddingError(
+            f"embedding '{source or name}': vectors are {vectors.shape[1]} wide but the text encoder's "
+            f"token embeddings are {width} wide (an embedding for another model?)"
+        )
+    names = token_names(name, vectors.shape[0])
+    taken = [token for token in names if token in tokenizer.get_vocab()]
+    if taken:
+        raise EmbeddingError(f"embedding '{source or name}': token {taken[0]!r} is already in the vocabulary; pass token=")
+    tokenizer.add_tokens(names)
+    model.resize_token_embeddings(len(tokenizer))
+    ids = tokenizer.convert_tokens_to_ids(names)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids] = vectors.to(table.weight.device, table.weight.dtype)
+
+
+def expand_textual_inversion(text: str, added: dict[str, int], *, syntax: str = "plain") -> str:
+    """Expand mentions of multi-vector embeddings (``tok`` → ``tok tok_1 ...``) as diffusers does, and
+    ComfyUI's ``embedding:tok`` to the tokens. ``added`` maps embedding names to vector counts.
+
+    Example:
+        >>> expand_textual_inversion("a style painting", {"style": 3})
+        'a style style_1 style_2 painting'
+        >>> expand_textual_inversion("embedding:style.pt cat", {"style": 1}, syntax="comfy")
+        'style cat'
+    """
+    if not added:
+        return text
+    if syntax == "comfy":
+        def named(match: re.Match) -> str:
+            stem = match.group(1)
+            for suffix in _SUFFIXES:
+                stem = stem.removesuffix(suffix)
+            return stem if stem in added else match.group(0)
+
+        text = _COMFY_EMBEDDING.sub(named, text)
+    for name, count in added.items():
+        if count > 1 and name in text:
+            text = text.replace(name, " ".join(token_names(name, count)))
+    return text
