@@ -12,10 +12,17 @@ Positions: a prompt of k chunks is encoded to ``prompt_embeds`` of shape (1, 77Â
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._inspection_tables import Renderable, comparison_table, matrix_table, report_table, token_table
+from ._inspection_results import (
+    AlignedToken,
+    Comparison,
+    EmbeddingReport,
+    Neighbour,
+    SimilarityMatrix,
+    TokenList,
+    TokenStats,
+)
 from .errors import PromptError, PromptTypeError
 from .prompt_tokens import PromptToken
 
@@ -24,202 +31,14 @@ if TYPE_CHECKING:
 
     from .conditioning import TextConditioner
 
+__all__ = [
+    "AlignedToken", "Comparison", "EmbeddingReport", "Neighbour", "SimilarityMatrix", "TokenList", "TokenStats",
+    "check_options", "compare", "embedding_report", "nearest_tokens", "similarity_matrix", "token_similarity",
+    "tokens",
+]  # fmt: skip
+
 SYNTAXES = ("plain", "a1111", "comfy")
 WEIGHTINGS = (None, "a1111", "comfy", "multiply")
-
-
-# -- results -------------------------------------------------------------------------------------
-
-
-@dataclass
-class TokenList(Renderable):
-    """The tokens of one prompt (``tokens()``).
-
-    Attributes:
-        prompt: the prompt text.
-        syntax: the prompt syntax it was parsed with.
-        tokens: BOS, the prompt's tokens and EOS of each chunk, then any truncated tokens.
-    """
-
-    prompt: str
-    syntax: str
-    tokens: list[PromptToken]
-
-    @property
-    def truncated(self) -> list[PromptToken]:
-        """The tokens the model never sees."""
-        return [token for token in self.tokens if token.truncated]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "syntax": self.syntax, "tokens": [t.to_dict() for t in self.tokens]}
-
-    def to_rows(self) -> list[dict[str, Any]]:
-        return [t.to_dict() for t in self.tokens]
-
-    def to_table(self) -> Any:
-        return token_table(self)
-
-
-@dataclass
-class Neighbour:
-    """A vocabulary token near another one: its text, id and cosine over the token embedding table."""
-
-    text: str
-    id: int
-    cosine: float
-
-
-@dataclass
-class TokenStats:
-    """One token of an ``EmbeddingReport``; the statistics are None for truncated tokens.
-
-    Attributes:
-        text, id, chunk, position, weight, truncated: as in ``PromptToken``.
-        index: its row in ``prompt_embeds`` (``chunk * 77 + position``), None when truncated.
-        norm: L2 norm of its hidden state.
-        cos_pooled: cosine of its hidden state to the pooled reference (see ``EmbeddingReport``).
-        cos_empty: cosine to the hidden state at the same position of the empty prompt; 1 - this is
-            how much the token changes the conditioning there.
-        nearest: the k vocabulary tokens whose input embeddings are closest to its own (itself left out).
-    """
-
-    text: str
-    id: int
-    chunk: int
-    position: int
-    weight: float
-    truncated: bool
-    index: int | None = None
-    norm: float | None = None
-    cos_pooled: float | None = None
-    cos_empty: float | None = None
-    nearest: list[Neighbour] = field(default_factory=list)
-
-    @property
-    def change_from_empty(self) -> float | None:
-        """``1 - cos_empty``: 0 where the token leaves the empty prompt's conditioning unchanged."""
-        return None if self.cos_empty is None else 1.0 - self.cos_empty
-
-
-@dataclass
-class EmbeddingReport(Renderable):
-    """Per-token statistics of one encoded prompt (``embedding_report()``).
-
-    Attributes:
-        prompt: the prompt text.
-        tokens: one entry per token, truncated ones included (with no statistics).
-        pooled_reference: what ``cos_pooled`` measures against: ``"pooled"`` is
-            ``pooled_prompt_embeds`` itself (a model without text projection, no clip skip: it is
-            the final layer's EOS hidden state); ``"eos_hidden_state"`` is the EOS row of chunk 0 of
-            ``prompt_embeds``, the pooled embedding before its projection, used when the pooled lives
-            in a projected space of another meaning (CLIPTextModelWithProjection, SDXL) or another
-            layer (clip skip).
-        hidden_size: width H of the hidden states.
-        n_chunks: k, the number of 77-token chunks.
-    """
-
-    prompt: str
-    tokens: list[TokenStats]
-    pooled_reference: str
-    hidden_size: int
-    n_chunks: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for token in self.tokens:
-            row = {k: v for k, v in asdict(token).items() if k != "nearest"}
-            row["nearest"] = " ".join(f"{n.text}({n.cosine:.3f})" for n in token.nearest)
-            rows.append(row)
-        return rows
-
-    def to_table(self) -> Any:
-        return report_table(self)
-
-
-@dataclass
-class AlignedToken:
-    """One row of a ``Comparison``'s token alignment.
-
-    Attributes:
-        op: ``"equal"``, ``"reweight"`` (same token, other weight), ``"replace"``, ``"delete"`` (only
-            in prompt a) or ``"insert"`` (only in prompt b).
-        text_a, text_b: the token in each prompt (None where absent).
-        index_a, index_b: its row in each prompt's ``prompt_embeds``.
-        weight_a, weight_b: its weight in each prompt.
-        cosine: cosine between the two hidden states (how far the token moved), None unless paired.
-    """
-
-    op: str
-    text_a: str | None
-    text_b: str | None
-    index_a: int | None
-    index_b: int | None
-    weight_a: float | None
-    weight_b: float | None
-    cosine: float | None
-
-
-@dataclass
-class Comparison(Renderable):
-    """How close two prompts' conditionings are (``compare()``).
-
-    Attributes:
-        prompt_a, prompt_b: the prompts.
-        pooled_cosine: cosine of the two ``pooled_prompt_embeds``.
-        mean_position_cosine: mean over positions of the cosine between ``prompt_embeds`` rows at the
-            same position (all 77Â·k positions both have, padding included: the UNet attends to all).
-        position_cosine: that cosine, position by position.
-        alignment: the tokens of both prompts aligned (difflib over token ids), with their movement.
-    """
-
-    prompt_a: str
-    prompt_b: str
-    pooled_cosine: float
-    mean_position_cosine: float
-    position_cosine: list[float]
-    alignment: list[AlignedToken]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_rows(self) -> list[dict[str, Any]]:
-        return [asdict(row) for row in self.alignment]
-
-    def to_table(self) -> Any:
-        return comparison_table(self)
-
-
-@dataclass
-class SimilarityMatrix(Renderable):
-    """Cosines between labelled vectors: prompts (``similarity_matrix``) or tokens (``token_similarity``).
-
-    Attributes:
-        labels: one label per row and column.
-        values: the symmetric matrix, ``values[i][j]`` = cosine(i, j).
-        kind: ``"prompts"`` or ``"tokens"``.
-        title: what was compared.
-    """
-
-    labels: list[str]
-    values: list[list[float]]
-    kind: str
-    title: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_rows(self) -> list[dict[str, Any]]:
-        return [
-            {"a": a, "b": b, "cosine": self.values[i][j]}
-            for i, a in enumerate(self.labels)
-            for j, b in enumerate(self.labels)
-        ]
-
-    def to_table(self) -> Any:
-        return matrix_table(self)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -239,10 +58,7 @@ def _options(method: Any, syntax: str, truncate: bool, weighting: str | None = N
     """
     import inspect
 
-    if syntax not in SYNTAXES:
-        raise PromptError(f"syntax {syntax!r}: expected one of {', '.join(SYNTAXES)}")
-    if weighting not in WEIGHTINGS:
-        raise PromptError(f"weighting {weighting!r}: expected one of {', '.join(map(str, WEIGHTINGS))}")
+    check_options(syntax, weighting)
     options: dict[str, Any] = {}
     if syntax != "plain":
         options["syntax"] = syntax
@@ -258,6 +74,22 @@ def _options(method: Any, syntax: str, truncate: bool, weighting: str | None = N
                 "update sdclip to one with prompt syntax support, or leave the option out"
             )
     return options
+
+
+def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
+    """Raise ``PromptError`` for an unknown prompt syntax or weighting (before any model is loaded).
+
+    Example:
+        >>> check_options("a1111")
+        >>> check_options("markdown")
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.PromptError: syntax 'markdown': expected one of plain, a1111, comfy
+    """
+    if syntax not in SYNTAXES:
+        raise PromptError(f"syntax {syntax!r}: expected one of {', '.join(SYNTAXES)}")
+    if weighting not in WEIGHTINGS:
+        raise PromptError(f"weighting {weighting!r}: expected one of {', '.join(map(str, WEIGHTINGS))}")
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
