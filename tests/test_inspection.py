@@ -302,6 +302,22 @@ def test_api_errors(cond, call, error, message):
         call(cond)
 
 
+# -- docstring examples --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["sdclip.inspection", "sdclip.plots", "sdclip.score_files"])
+def test_docstring_examples_run(cond, module):
+    import doctest
+    import importlib
+
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    tests = doctest.DocTestFinder().find(importlib.import_module(module), extraglobs={"cond": cond})
+    assert sum(len(test.examples) for test in tests) >= 3
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
 # -- CLI -----------------------------------------------------------------------------------------
 
 
