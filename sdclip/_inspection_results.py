@@ -134,12 +134,15 @@ class TokenList(Renderable):
         return [token for token in self.tokens if token.truncated]
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as nested plain data (JSON-ready)."""
         return {"prompt": self.prompt, "syntax": self.syntax, "tokens": [t.to_dict() for t in self.tokens]}
 
     def to_rows(self) -> list[dict[str, Any]]:
+        """One flat dict per row, for CSV or a data frame."""
         return [t.to_dict() for t in self.tokens]
 
     def to_table(self) -> Any:
+        """The result as a ``rich.table.Table``."""
         return _token_table(self)
 
 
@@ -208,9 +211,11 @@ class EmbeddingReport(Renderable):
     n_chunks: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as nested plain data (JSON-ready)."""
         return asdict(self)
 
     def to_rows(self) -> list[dict[str, Any]]:
+        """One flat dict per row, for CSV or a data frame."""
         rows = []
         for token in self.tokens:
             row = {k: v for k, v in asdict(token).items() if k != "nearest"}
@@ -219,6 +224,7 @@ class EmbeddingReport(Renderable):
         return rows
 
     def to_table(self) -> Any:
+        """The result as a ``rich.table.Table``."""
         return _report_table(self)
 
 
@@ -266,12 +272,15 @@ class Comparison(Renderable):
     alignment: list[AlignedToken]
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as nested plain data (JSON-ready)."""
         return asdict(self)
 
     def to_rows(self) -> list[dict[str, Any]]:
+        """One flat dict per row, for CSV or a data frame."""
         return [asdict(row) for row in self.alignment]
 
     def to_table(self) -> Any:
+        """The result as a ``rich.table.Table``."""
         return _comparison_table(self)
 
 
@@ -292,9 +301,11 @@ class SimilarityMatrix(Renderable):
     title: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as nested plain data (JSON-ready)."""
         return asdict(self)
 
     def to_rows(self) -> list[dict[str, Any]]:
+        """One flat dict per row, for CSV or a data frame."""
         return [
             {"a": a, "b": b, "cosine": self.values[i][j]}
             for i, a in enumerate(self.labels)
@@ -302,4 +313,5 @@ class SimilarityMatrix(Renderable):
         ]
 
     def to_table(self) -> Any:
+        """The result as a ``rich.table.Table``."""
         return _matrix_table(self)

@@ -131,12 +131,13 @@ def _check_rows(kept: list[tuple[PromptToken, int]], ids: torch.Tensor) -> None:
 def tokens(prompt: str, source: Any = None, *, syntax: str = "plain", truncate: bool = True) -> TokenList:
     """How ``prompt`` tokenizes: text, id, chunk, position, weight and truncation of each token.
 
-    Needs no weights: ``source`` is a ``TextConditioner``, a CLIP tokenizer, or None for the tokenizer
-    that ships with sdclip (clip-vit-large-patch14's).
+    Needs no weights: ``source`` is a ``TextConditioner``, a CLIP tokenizer, a model source (whose
+    tokenizer is read, not its weights), or None for the tokenizer that ships with sdclip
+    (clip-vit-large-patch14's).
 
     Args:
         prompt: the prompt.
-        source: a ``TextConditioner``, a ``transformers`` CLIP tokenizer, or None.
+        source: a ``TextConditioner``, a ``transformers`` CLIP tokenizer, a model folder / hub id, or None.
         syntax: ``"plain"``, ``"a1111"`` or ``"comfy"`` (weights and ``BREAK``).
         truncate: cut at the 77-token limit (True, as diffusers) or split into chunks (False).
 
@@ -152,11 +153,18 @@ def tokens(prompt: str, source: Any = None, *, syntax: str = "plain", truncate: 
         >>> [(t.text, t.id, t.position) for t in tokens("a cat").tokens]
         [('<|startoftext|>', 49406, 0), ('a</w>', 320, 1), ('cat</w>', 2368, 2), ('<|endoftext|>', 49407, 3)]
     """
+    import os
+
     from .conditioning import TextConditioner
-    from .tokenizer import load_tokenizer
+    from .loading import tokenizer_for_source
 
     _check_prompt(prompt)
-    cond = source if isinstance(source, TextConditioner) else _weightless_conditioner(source or load_tokenizer())
+    if isinstance(source, TextConditioner):
+        cond = source
+    elif source is None or isinstance(source, (str, os.PathLike)):
+        cond = _weightless_conditioner(tokenizer_for_source(source))
+    else:
+        cond = _weightless_conditioner(source)
     parsed = cond.parse(prompt, **_options(cond.parse, syntax, truncate))
     return TokenList(prompt=prompt, syntax=syntax, tokens=list(parsed))
 

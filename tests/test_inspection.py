@@ -46,6 +46,13 @@ def projected():
                                               load_tokenizer(), None)])  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def model_folder(pipe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    pipe.text_encoder.save_pretrained(folder)
+    return folder
+
+
 def reference(model, tokenizer, prompt: str, *, layer: int | None = None) -> dict:
     """Hidden states (77, H), first-EOS row and pooled output in float64, straight from the model."""
     ids = tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
@@ -68,9 +75,9 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
 # -- tokens --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", ["none", "tokenizer", "conditioner"])
-def test_tokens_match_the_tokenizer(cond, source):
-    given = {"none": None, "tokenizer": load_tokenizer(), "conditioner": cond}[source]
+@pytest.mark.parametrize("source", ["none", "tokenizer", "conditioner", "folder"])
+def test_tokens_match_the_tokenizer(cond, model_folder, source):
+    given = {"none": None, "tokenizer": load_tokenizer(), "conditioner": cond, "folder": str(model_folder)}[source]
     result = inspection.tokens("a photo of a cat", given)
     ids = load_tokenizer()("a photo of a cat").input_ids
     assert [t.id for t in result.tokens] == ids
@@ -110,9 +117,14 @@ def test_tokens_errors(bad, error, message):
 
 
 def test_syntax_is_passed_on_or_refused(cond):
-    if SYNTAX_SUPPORTED:  # after the prompt-syntax merge: weights come through
-        result = inspection.tokens("a (cat:1.5)", cond, syntax="a1111")
-        assert [(t.text, t.weight) for t in result.tokens if t.text == "cat</w>"] == [("cat</w>", 1.5)]
+    if SYNTAX_SUPPORTED:  # after the prompt-syntax merge: weights come through, with or without a model
+        for source in (cond, load_tokenizer(), None):
+            result = inspection.tokens("a (cat:1.5)", source, syntax="a1111")
+            assert [(t.text, t.weight) for t in result.tokens if t.text == "cat</w>"] == [("cat</w>", 1.5)]
+        report = inspection.embedding_report(cond, "a (cat:1.5)", syntax="a1111", k=0)
+        assert [t.weight for t in report.tokens if t.text == "cat</w>"] == [1.5]
+        long = inspection.embedding_report(cond, LONG, truncate=False, k=0)
+        assert long.n_chunks == 2 and not any(t.truncated for t in long.tokens)
     else:
         with pytest.raises(PromptError, match=r"syntax='a1111': this TextConditioner reads plain prompts only"):
             inspection.tokens("a (cat:1.5)", cond, syntax="a1111")
@@ -319,13 +331,6 @@ def test_docstring_examples_run(cond, module):
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def model_folder(pipe, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    pipe.text_encoder.save_pretrained(folder)
-    return folder
 
 
 def test_cli_inspect(model_folder, tmp_path, capsys, cond):
