@@ -197,14 +197,14 @@ def plot_score_histogram(rows: Sequence[ScoreRow], *, bins: int = 30) -> Figure:
         >>> fig.axes[0].get_xlabel()
         'CLIP score'
     """
-    from matplotlib.ticker import MaxNLocator
-
     groups = ranked_groups(list(rows))
     scores = [row.score for group in groups.values() for row in group]
     if not scores:
         raise SdclipError("plot_score_histogram: no scored rows (every row has an error)")
     errors = sum(row.score is None for row in rows)
     fig = _figure(7.0, 4.2)
+    from matplotlib.ticker import MaxNLocator  # after _figure: it says how to install matplotlib
+
     ax = fig.subplots()
     low, high = min(scores), max(scores)
     edges = [low + (high - low) * i / bins for i in range(bins + 1)] if high > low else bins
