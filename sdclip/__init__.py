@@ -34,6 +34,9 @@ _EXPORTS = {
     "PromptTypeError": "sdclip.errors",
     "ImageInputError": "sdclip.errors",
     "EmbeddingError": "sdclip.errors",
+    "ScoreFileError": "sdclip.score_files",
+    "embedding_report": "sdclip.inspection",
+    "similarity_matrix": "sdclip.inspection",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -50,7 +53,9 @@ if TYPE_CHECKING:
         SdclipError,
         WeightsNotAvailableError,
     )
+    from .inspection import embedding_report, similarity_matrix
     from .loading import load_clip_model, load_text_encoder
+    from .score_files import ScoreFileError
     from .sources import resolve_source
     from .tokenizer import load_tokenizer
 

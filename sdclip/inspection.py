@@ -1,0 +1,422 @@
+"""What the text encoder makes of a prompt: tokens, per-token statistics, prompt comparisons.
+
+Built on ``TextConditioner.parse`` (tokens, chunks, weights, truncation) and ``TextConditioner.encode``
+(the tensors a pipeline gets), so what is inspected is exactly what conditions the UNet. Results are
+plain dataclasses with ``to_dict()`` / ``to_rows()`` that also print as rich tables
+(``rich.print(report)``); ``sdclip.plots`` draws them.
+
+Positions: a prompt of k chunks is encoded to ``prompt_embeds`` of shape (1, 77·k, H); the token at
+``(chunk, position)`` is row ``chunk * 77 + position``, called its ``index`` here.
+
+The examples use ``cond``, a ``TextConditioner`` (``TextConditioner.from_pretrained(...)``); the tests
+run them on a tiny random one, so they show structure, not values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any
+
+from ._inspection_results import (
+    AlignedToken,
+    Comparison,
+    EmbeddingReport,
+    Neighbour,
+    SimilarityMatrix,
+    TokenList,
+    TokenStats,
+)
+from .errors import PromptError, PromptTypeError
+from .prompt_tokens import PromptToken
+
+if TYPE_CHECKING:
+    import torch
+
+    from .conditioning import TextConditioner
+
+__all__ = [
+    "AlignedToken", "Comparison", "EmbeddingReport", "Neighbour", "SimilarityMatrix", "TokenList", "TokenStats",
+    "check_options", "compare", "embedding_report", "nearest_tokens", "similarity_matrix", "token_similarity",
+    "tokens",
+]  # fmt: skip
+
+SYNTAXES = ("plain", "a1111", "comfy")
+WEIGHTINGS = (None, "a1111", "comfy", "multiply")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _check_prompt(prompt: Any, name: str = "prompt") -> str:
+    if not isinstance(prompt, str):
+        raise PromptTypeError(f"{name}: expected a string, got {type(prompt).__name__}")
+    return prompt
+
+
+def _options(method: Any, syntax: str, truncate: bool, weighting: str | None = None) -> dict[str, Any]:
+    """The keyword arguments for ``cond.parse`` / ``cond.encode``: only options that differ from the default.
+
+    So this module works with conditioners that read plain prompts only, and passes prompt syntax on
+    to those that read it.
+    """
+    import inspect
+
+    check_options(syntax, weighting)
+    options: dict[str, Any] = {}
+    if syntax != "plain":
+        options["syntax"] = syntax
+    if truncate is not True:
+        options["truncate"] = bool(truncate)
+    if weighting is not None:
+        options["weighting"] = weighting
+    accepted = inspect.signature(method).parameters
+    for name, value in options.items():
+        if name not in accepted:
+            raise PromptError(
+                f"{name}={value!r}: this TextConditioner reads plain prompts only; "
+                "update sdclip to one with prompt syntax support, or leave the option out"
+            )
+    return options
+
+
+def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
+    """Raise ``PromptError`` for an unknown prompt syntax or weighting (before any model is loaded).
+
+    Example:
+        >>> check_options("a1111")
+        >>> check_options("markdown")
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.PromptError: syntax 'markdown': expected one of plain, a1111, comfy
+    """
+    if syntax not in SYNTAXES:
+        raise PromptError(f"syntax {syntax!r}: expected one of {', '.join(SYNTAXES)}")
+    if weighting not in WEIGHTINGS:
+        raise PromptError(f"weighting {weighting!r}: expected one of {', '.join(map(str, WEIGHTINGS))}")
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine along the last dimension, in float32."""
+    import torch
+
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def _weightless_conditioner(tokenizer: Any) -> TextConditioner:
+    """A conditioner around ``tokenizer`` alone: enough to ``parse``, never to ``encode``."""
+    from .conditioning import TextConditioner
+    from .loading import LoadedTextEncoder
+
+    return TextConditioner([LoadedTextEncoder(model=None, tokenizer=tokenizer, source=None)], cache_size=0)
+
+
+def _kept(tokens: list[PromptToken], chunk_length: int) -> list[tuple[PromptToken, int]]:
+    """The tokens the model sees, with their row in ``prompt_embeds``."""
+    return [(t, t.chunk * chunk_length + t.position) for t in tokens if not t.truncated]
+
+
+def _check_rows(kept: list[tuple[PromptToken, int]], ids: torch.Tensor) -> None:
+    """Parse and encode must agree on every token's row: else every number would be misattributed."""
+    for token, index in kept:
+        if index >= ids.shape[0] or int(ids[index]) != token.id:
+            raise RuntimeError(
+                f"sdclip bug: token {token.text!r} (chunk {token.chunk}, position {token.position}) is not at row "
+                f"{index} of the encoded ids; please report it with the prompt"
+            )
+
+
+# -- API -----------------------------------------------------------------------------------------
+
+
+def tokens(prompt: str, source: Any = None, *, syntax: str = "plain", truncate: bool = True) -> TokenList:
+    """How ``prompt`` tokenizes: text, id, chunk, position, weight and truncation of each token.
+
+    Needs no weights: ``source`` is a ``TextConditioner``, a CLIP tokenizer, a model source (whose
+    tokenizer is read, not its weights), or None for the tokenizer that ships with sdclip
+    (clip-vit-large-patch14's).
+
+    Args:
+        prompt: the prompt.
+        source: a ``TextConditioner``, a ``transformers`` CLIP tokenizer, a model folder / hub id, or None.
+        syntax: ``"plain"``, ``"a1111"`` or ``"comfy"`` (weights and ``BREAK``).
+        truncate: cut at the 77-token limit (True, as diffusers) or split into chunks (False).
+
+    Returns:
+        A ``TokenList``; padding is not listed, truncated tokens are, flagged.
+
+    Raises:
+        PromptTypeError: ``prompt`` is not a string.
+        PromptError: unknown ``syntax``, or one this conditioner cannot read.
+
+    Example:
+        >>> from sdclip.inspection import tokens
+        >>> [(t.text, t.id, t.position) for t in tokens("a cat").tokens]
+        [('<|startoftext|>', 49406, 0), ('a</w>', 320, 1), ('cat</w>', 2368, 2), ('<|endoftext|>', 49407, 3)]
+    """
+    import os
+
+    from .conditioning import TextConditioner
+    from .loading import tokenizer_for_source
+
+    _check_prompt(prompt)
+    if isinstance(source, TextConditioner):
+        cond = source
+    elif source is None or isinstance(source, (str, os.PathLike)):
+        cond = _weightless_conditioner(tokenizer_for_source(source))
+    else:
+        cond = _weightless_conditioner(source)
+    parsed = cond.parse(prompt, **_options(cond.parse, syntax, truncate))
+    return TokenList(prompt=prompt, syntax=syntax, tokens=list(parsed))
+
+
+def nearest_tokens(cond: TextConditioner, token_ids: list[int], *, k: int = 5) -> list[list[Neighbour]]:
+    """The ``k`` vocabulary tokens whose input embeddings are closest (cosine) to each token's.
+
+    One matrix product over the first encoder's token embedding table (V, H); each token itself is
+    left out. A learned (textual-inversion) token added to the tokenizer and table is looked up like
+    any other: its neighbours tell what it resembles to the model.
+
+    Args:
+        cond: the conditioner whose first text encoder's embedding table is searched.
+        token_ids: the tokens to look up.
+        k: neighbours per token.
+
+    Returns:
+        One list of ``k`` ``Neighbour`` per token id, closest first.
+
+    Example:
+        >>> from sdclip.inspection import nearest_tokens
+        >>> cat = cond.tokenizer.convert_tokens_to_ids("cat</w>")
+        >>> rows = nearest_tokens(cond, [cat], k=3)
+        >>> len(rows[0]), rows[0][0].cosine >= rows[0][2].cosine, cat in [n.id for n in rows[0]]
+        (3, True, False)
+    """
+    import torch
+
+    if not isinstance(k, int) or k < 0:
+        raise PromptError(f"k: expected an integer >= 0, got {k!r}")
+    if not token_ids or k == 0:
+        return [[] for _ in token_ids]
+    with torch.inference_mode():
+        table = cond.text_encoder.get_input_embeddings().weight.float()  # (V, H)
+        table = torch.nn.functional.normalize(table, dim=-1)
+        ids = torch.tensor(token_ids, device=table.device)
+        sims = table[ids] @ table.T  # (T, V)
+        sims[torch.arange(len(token_ids)), ids] = float("-inf")  # a token is not its own neighbour
+        values, indices = sims.topk(min(k, table.shape[0] - 1), dim=-1)  # (T, k)
+    names = cond.tokenizer.convert_ids_to_tokens(indices.flatten().tolist())
+    rows, flat = [], list(zip(names, indices.flatten().tolist(), values.flatten().tolist()))
+    for start in range(0, len(flat), indices.shape[1]):
+        rows.append([Neighbour(text, int(i), float(v)) for text, i, v in flat[start : start + indices.shape[1]]])
+    return rows
+
+
+def embedding_report(
+    cond: TextConditioner,
+    prompt: str,
+    *,
+    k: int = 5,
+    syntax: str = "plain",
+    truncate: bool = True,
+    weighting: str | None = None,
+    clip_skip: int | None = None,
+) -> EmbeddingReport:
+    """Per-token statistics of a prompt's conditioning: norm, cosine to pooled and to the empty prompt, neighbours.
+
+    For each token the model sees: the L2 norm of its row of ``prompt_embeds``; its cosine to the
+    pooled reference (see ``EmbeddingReport.pooled_reference``); its cosine to the same position in
+    the empty prompt's encoding (near 1: the token barely changes the conditioning there); and the
+    ``k`` vocabulary tokens nearest to its input embedding (``nearest_tokens``).
+
+    Args:
+        cond: the text conditioner.
+        prompt: the prompt.
+        k: nearest vocabulary tokens per token (0 for none).
+        syntax, truncate, weighting, clip_skip: passed to ``cond.parse`` / ``cond.encode`` when not the
+            default.
+
+    Returns:
+        An ``EmbeddingReport``.
+
+    Raises:
+        PromptTypeError: ``prompt`` is not a string.
+        PromptError: unknown ``syntax`` / ``weighting``, or one this conditioner cannot read.
+
+    Example:
+        >>> from sdclip.inspection import embedding_report
+        >>> report = embedding_report(cond, "a photo of a cat", k=3)
+        >>> [t.text for t in report.tokens]
+        ['<|startoftext|>', 'a</w>', 'photo</w>', 'of</w>', 'a</w>', 'cat</w>', '<|endoftext|>']
+        >>> report.pooled_reference, round(report.tokens[0].cos_empty, 4), len(report.tokens[-1].nearest)
+        ('pooled', 1.0, 3)
+    """
+    import torch
+
+    _check_prompt(prompt)
+    parsed = cond.parse(prompt, **_options(cond.parse, syntax, truncate))
+    options = _options(cond.encode, syntax, truncate, weighting)
+    if clip_skip is not None:
+        options["clip_skip"] = clip_skip
+    result = cond.encode(prompt, **options)  # the negative is the empty prompt, encoded in the same call
+    chunk_length = cond.tokenizer.model_max_length
+    hidden, empty = result.prompt_embeds[0].float(), result.negative_prompt_embeds[0, :chunk_length].float()
+    ids = result.prompt_ids[0]
+    kept = _kept(parsed, chunk_length)
+    _check_rows(kept, ids)
+
+    projected = hasattr(cond.encoders[-1].model, "text_projection") or len(cond.encoders) > 1
+    if not projected and not clip_skip and result.pooled_prompt_embeds.shape[-1] == hidden.shape[-1]:
+        reference, reference_name = result.pooled_prompt_embeds[0].float(), "pooled"
+    else:
+        eos = int((ids[:chunk_length] == cond.tokenizer.eos_token_id).int().argmax())
+        reference, reference_name = hidden[eos], "eos_hidden_state"
+
+    rows = torch.tensor([index for _, index in kept], dtype=torch.long, device=hidden.device)
+    with torch.inference_mode():
+        states = hidden[rows]  # (T, H)
+        norms = states.norm(dim=-1).tolist()
+        cos_pooled = _cosine(states, reference[None]).tolist()
+        cos_empty = _cosine(states, empty[rows % chunk_length]).tolist()
+    neighbours = nearest_tokens(cond, [token.id for token, _ in kept], k=k)
+
+    report_tokens, seen = [], iter(range(len(kept)))
+    for t in parsed:
+        if t.truncated:
+            report_tokens.append(TokenStats(t.text, t.id, t.chunk, t.position, t.weight, True))
+            continue
+        i = next(seen)
+        report_tokens.append(TokenStats(
+            t.text, t.id, t.chunk, t.position, t.weight, False,
+            kept[i][1], norms[i], cos_pooled[i], cos_empty[i], neighbours[i],
+        ))  # fmt: skip
+    return EmbeddingReport(prompt, report_tokens, reference_name, hidden.shape[-1], hidden.shape[0] // chunk_length)
+
+
+def token_similarity(
+    cond: TextConditioner,
+    prompt: str,
+    *,
+    syntax: str = "plain",
+    truncate: bool = True,
+    weighting: str | None = None,
+) -> SimilarityMatrix:
+    """Cosine between the hidden states of every pair of tokens the model sees in one prompt.
+
+    Labels are the token texts (``</w>`` dropped), prefixed with the chunk when there are several.
+
+    Example:
+        >>> from sdclip.inspection import token_similarity
+        >>> matrix = token_similarity(cond, "a cat")
+        >>> matrix.labels
+        ['<|startoftext|>', 'a', 'cat', '<|endoftext|>']
+    """
+    import torch
+
+    _check_prompt(prompt)
+    parsed = cond.parse(prompt, **_options(cond.parse, syntax, truncate))
+    result = cond.encode(prompt, **_options(cond.encode, syntax, truncate, weighting))
+    chunk_length = cond.tokenizer.model_max_length
+    kept = _kept(parsed, chunk_length)
+    _check_rows(kept, result.prompt_ids[0])
+    with torch.inference_mode():
+        states = torch.nn.functional.normalize(result.prompt_embeds[0, [i for _, i in kept]].float(), dim=-1)
+        values = (states @ states.T).tolist()  # (T, T)
+    several = len({token.chunk for token, _ in kept}) > 1
+    labels = [(f"{t.chunk}:" if several else "") + t.text.removesuffix("</w>") for t, _ in kept]
+    return SimilarityMatrix(labels, values, "tokens", title=prompt)
+
+
+def compare(
+    cond: TextConditioner,
+    prompt_a: str,
+    prompt_b: str,
+    *,
+    syntax: str = "plain",
+    truncate: bool = True,
+    weighting: str | None = None,
+) -> Comparison:
+    """How close two prompts' conditionings are, overall and token by token.
+
+    Args:
+        cond: the text conditioner.
+        prompt_a, prompt_b: the prompts.
+        syntax, truncate, weighting: passed on when not the default.
+
+    Returns:
+        A ``Comparison``: pooled cosine, mean and per-position cosine of ``prompt_embeds``, and the
+        token alignment with how far each paired token's hidden state moved.
+
+    Example:
+        >>> from sdclip.inspection import compare
+        >>> result = compare(cond, "a photo of a cat", "a photo of a dog")
+        >>> [(r.op, r.text_a, r.text_b) for r in result.alignment if r.op != "equal"]
+        [('replace', 'cat</w>', 'dog</w>')]
+    """
+    import torch
+
+    _check_prompt(prompt_a, "prompt_a")
+    _check_prompt(prompt_b, "prompt_b")
+    parse_options = _options(cond.parse, syntax, truncate)
+    encode_options = _options(cond.encode, syntax, truncate, weighting)
+    chunk_length = cond.tokenizer.model_max_length
+    encoded = [cond.encode(p, **encode_options) for p in (prompt_a, prompt_b)]
+    kept = [_kept(cond.parse(p, **parse_options), chunk_length) for p in (prompt_a, prompt_b)]
+    for tokens_, result in zip(kept, encoded):
+        _check_rows(tokens_, result.prompt_ids[0])
+    a, b = (result.prompt_embeds[0].float() for result in encoded)
+    length = min(a.shape[0], b.shape[0])
+    with torch.inference_mode():
+        pooled = float(_cosine(encoded[0].pooled_prompt_embeds[0], encoded[1].pooled_prompt_embeds[0]))
+        position_cosine = _cosine(a[:length], b[:length]).tolist()
+
+    def row(op: str, i: int | None, j: int | None) -> AlignedToken:
+        ta, ia = kept[0][i] if i is not None else (None, None)
+        tb, ib = kept[1][j] if j is not None else (None, None)
+        cosine = float(_cosine(a[ia], b[ib])) if ia is not None and ib is not None else None
+        if op == "equal" and ta.weight != tb.weight:
+            op = "reweight"
+        return AlignedToken(
+            op, ta and ta.text, tb and tb.text, ia, ib, ta and ta.weight, tb and tb.weight, cosine
+        )  # fmt: skip
+
+    ids_a, ids_b = [t.id for t, _ in kept[0]], [t.id for t, _ in kept[1]]
+    alignment = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ids_a, ids_b, autojunk=False).get_opcodes():
+        pairs = max(i2 - i1, j2 - j1)
+        for n in range(pairs):
+            i = i1 + n if i1 + n < i2 else None
+            j = j1 + n if j1 + n < j2 else None
+            kind = op if i is not None and j is not None else ("delete" if j is None else "insert")
+            alignment.append(row(kind, i, j))
+    return Comparison(
+        prompt_a, prompt_b, pooled, sum(position_cosine) / len(position_cosine), position_cosine, alignment
+    )
+
+
+def similarity_matrix(
+    cond: TextConditioner,
+    prompts: list[str],
+    *,
+    syntax: str = "plain",
+    truncate: bool = True,
+    weighting: str | None = None,
+) -> SimilarityMatrix:
+    """Cosine between the pooled embeddings of every pair of prompts, encoded as one batch.
+
+    Example:
+        >>> from sdclip.inspection import similarity_matrix
+        >>> matrix = similarity_matrix(cond, ["a cat", "a dog", "a car"])
+        >>> len(matrix.values), round(matrix.values[0][0], 4), matrix.values[0][1] == matrix.values[1][0]
+        (3, 1.0, True)
+    """
+    import torch
+
+    if isinstance(prompts, str) or not prompts:
+        raise PromptError("prompts: expected a non-empty list of prompts")
+    for i, prompt in enumerate(prompts):
+        _check_prompt(prompt, f"prompts[{i}]")
+    result = cond.encode(list(prompts), **_options(cond.encode, syntax, truncate, weighting))
+    with torch.inference_mode():
+        pooled = torch.nn.functional.normalize(result.pooled_prompt_embeds.float(), dim=-1)  # (N, D)
+        values = (pooled @ pooled.T).clamp(-1.0, 1.0).tolist()
+    return SimilarityMatrix(list(prompts), values, "prompts", title="pooled cosine")

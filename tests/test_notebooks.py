@@ -1,0 +1,103 @@
+"""The notebooks in ``notebooks/``: committed without outputs, and each runs top to bottom on the tiny models.
+
+Execution uses nbclient with a fresh kernel in the repository root, this checkout on ``PYTHONPATH``, the
+hub offline, and ``SDCLIP_NOTEBOOK_MODEL=tiny`` so the notebooks build tiny random models instead of
+looking for real weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import sdclip
+from sdclip.conditioning import TextConditioner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+TIMEOUT_PER_CELL = 300
+
+# 01 and 03 are written against APIs merged from other branches: run them once those exist.
+needs_syntax = pytest.mark.skipif(
+    "syntax" not in inspect.signature(TextConditioner.encode).parameters,
+    reason="needs TextConditioner.encode(syntax=, truncate=) from the prompt-syntax branch",
+)
+needs_scorer = pytest.mark.skipif(
+    getattr(sdclip, "ClipScorer", None) is None, reason="needs sdclip.ClipScorer from the scorer branch"
+)
+
+
+def test_the_three_notebooks_are_there():
+    assert [path.name for path in NOTEBOOKS] == ["01_conditioning.ipynb", "02_inspection.ipynb", "03_scoring.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_committed_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code, "a notebook without code"
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code), "strip outputs before committing"
+    assert "SDCLIP_NOTEBOOK_MODEL" in code[0].source  # the first cell picks the model
+
+
+def run_notebook(name: str, tmp_path: Path) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "SDCLIP_NOTEBOOK_MODEL": "tiny",
+        "HF_HUB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": str(tmp_path / "mpl"),
+        "TMPDIR": str(tmp_path),
+    }
+    client = NotebookClient(notebook, timeout=TIMEOUT_PER_CELL, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}})  # fmt: skip
+    client.execute(env=env)
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    return notebook
+
+
+def outputs(notebook: nbformat.NotebookNode) -> tuple[str, int]:
+    """All text the notebook printed, and how many PNG images it showed."""
+    text, pngs = [], 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            text.append(output.get("text", ""))
+            data = output.get("data", {})
+            text.append(data.get("text/plain", ""))
+            pngs += "image/png" in data
+    return "\n".join(text), pngs
+
+
+@pytest.mark.slow
+@needs_syntax
+def test_01_conditioning_runs(tmp_path):
+    text, pngs = outputs(run_notebook("01_conditioning.ipynb", tmp_path))
+    assert "tiny RANDOM" in text and "identical to diffusers: True True" in text
+    assert pngs >= 1
+
+
+@pytest.mark.slow
+def test_02_inspection_runs(tmp_path):
+    text, pngs = outputs(run_notebook("02_inspection.ipynb", tmp_path))
+    assert "tiny RANDOM" in text and "pooled cosine" in text
+    assert "nearest to <my-style> -> [('watercolor</w>'" in text or "nearest to <my-style> -> [('painting</w>'" in text
+    assert pngs == 3  # per-token bars, token heatmap, prompt heatmap
+
+
+@pytest.mark.slow
+@needs_scorer
+def test_03_scoring_runs(tmp_path):
+    text, pngs = outputs(run_notebook("03_scoring.ipynb", tmp_path))
+    assert "tiny RANDOM" in text and "best of 4" in text and "CLIP score of the batch" in text
+    assert "score_histogram.png" in text
+    assert pngs >= 3
