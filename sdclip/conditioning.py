@@ -340,9 +340,11 @@ class TextConditioner:
             weights = torch.tensor([chunk.weights for chunk in flat], dtype=torch.float32, device=device)
             weighted = (weights != 1).any(dim=-1)  # chunks with all weights 1 stay exactly as encoded
             if weighted.any():
-                empty = unique_hidden[unique[chunks[None][0].ids]] if None in todo else results[None][0][0]
+                empty = None
+                if settings.weighting == "comfy":  # (1, 77, H): the empty chunk, run now or cached
+                    empty = (unique_hidden[unique[chunks[None][0].ids]] if None in todo else results[None][0][0])[None]
                 hidden[weighted] = apply_weights(
-                    hidden[weighted], weights[weighted], mode=settings.weighting, empty_hidden=empty[None]
+                    hidden[weighted], weights[weighted], mode=settings.weighting, empty_hidden=empty
                 )
         start = 0
         for text in order:

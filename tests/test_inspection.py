@@ -214,7 +214,7 @@ def test_embedding_report_with_clip_skip(pipe, cond):
 
 
 def test_embedding_report_truncated_tokens(cond):
-    with pytest.warns(UserWarning, match="longer than 77 tokens"):
+    with pytest.warns(UserWarning, match="longer than the 77-token limit"):
         report = inspection.embedding_report(cond, LONG, k=1)
     seen = [t for t in report.tokens if not t.truncated]
     cut = [t for t in report.tokens if t.truncated]
