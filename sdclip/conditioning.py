@@ -387,6 +387,7 @@ class TextConditioner:
 
         from .errors import EmbeddingError
         from .textual_inversion import add_embedding, read_embedding, token_names
+        from .tokenizer import copy_tokenizer
 
         name, vectors = read_embedding(path, allow_pickle=allow_pickle)
         name = token or name
@@ -396,7 +397,7 @@ class TextConditioner:
                 f"{len(self.encoders)}"
             )
         for index, loaded in enumerate(self.encoders):
-            tokenizer, model = copy.deepcopy(loaded.tokenizer), loaded.model
+            tokenizer, model = copy_tokenizer(loaded.tokenizer), loaded.model
             if not self._owns_models:
                 model = copy.deepcopy(model)
             add_embedding(model, tokenizer, name, vectors[index], source=str(path))

@@ -41,6 +41,19 @@ TINY_VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers"
                "patch_size": 32, "image_size": 224, "hidden_act": "quick_gelu", "projection_dim": 96}  # fmt: skip
 
 
+def _randomize_layer_norms(model: Any) -> Any:
+    """Give every LayerNorm random scale and shift: freshly built ones are exactly 1 and 0, which
+    makes each token's mean exactly zero, unlike trained CLIP (and degenerate for A1111's mean rescale)."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.0, 0.1)
+    return model
+
+
 def random_text_encoder(config: dict, *, projection: bool = False, seed: int = 0) -> Any:
     """A ``CLIPTextModel`` (or ``...WithProjection``) with seeded random weights, in eval mode.
 
@@ -53,7 +66,7 @@ def random_text_encoder(config: dict, *, projection: bool = False, seed: int = 0
 
     torch.manual_seed(seed)
     cls = CLIPTextModelWithProjection if projection else CLIPTextModel
-    return cls(CLIPTextConfig(**config)).eval()
+    return _randomize_layer_norms(cls(CLIPTextConfig(**config)).eval())
 
 
 def random_clip_model(text: dict = TINY_TEXT, vision: dict = TINY_VISION, *, seed: int = 0) -> Any:
@@ -68,7 +81,7 @@ def random_clip_model(text: dict = TINY_TEXT, vision: dict = TINY_VISION, *, see
 
     torch.manual_seed(seed)
     config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=text["projection_dim"])
-    return CLIPModel(config).eval()
+    return _randomize_layer_norms(CLIPModel(config).eval())
 
 
 def tiny_unet(cross_attention_dim: int, *, sdxl: bool = False, seed: int = 0) -> Any:
