@@ -26,6 +26,10 @@ _EXPORTS = {
     "load_clip_model": "sdclip.loading",
     "resolve_source": "sdclip.sources",
     "load_tokenizer": "sdclip.tokenizer",
+    "parse_prompt": "sdclip.prompt_parser",
+    "chunk_prompt": "sdclip.chunking",
+    "PromptToken": "sdclip.prompt_tokens",
+    "tokenize_prompt": "sdclip.prompt_tokens",
     "SdclipError": "sdclip.errors",
     "ModelSourceError": "sdclip.errors",
     "WeightsNotAvailableError": "sdclip.errors",
@@ -58,6 +62,9 @@ if TYPE_CHECKING:
     from .score_files import ScoreFileError
     from .sources import resolve_source
     from .tokenizer import load_tokenizer
+    from .prompt_parser import parse_prompt
+    from .chunking import chunk_prompt
+    from .prompt_tokens import PromptToken, tokenize_prompt
 
 
 def __getattr__(name: str) -> Any:
