@@ -23,6 +23,7 @@ _EXPORTS = {
     "TextConditioner": "sdclip.conditioning",
     "TruncationWarning": "sdclip.conditioning",
     "load_text_encoder": "sdclip.loading",
+    "load_text_encoders": "sdclip.loading",
     "load_clip_model": "sdclip.loading",
     "resolve_source": "sdclip.sources",
     "load_tokenizer": "sdclip.tokenizer",
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
         WeightsNotAvailableError,
     )
     from .inspection import embedding_report, similarity_matrix
-    from .loading import load_clip_model, load_text_encoder
+    from .loading import load_clip_model, load_text_encoder, load_text_encoders
     from .score_files import ScoreFileError
     from .sources import resolve_source
     from .tokenizer import load_tokenizer

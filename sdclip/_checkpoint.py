@@ -30,8 +30,9 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 ATTENTION_HEAD_WIDTH = 64  # every CLIP text and vision tower uses 64-wide heads
 
 _TEXT_PREFIXES = ("text_model.",)
-_SD1_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
+SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+_SD1_PREFIXES = ("cond_stage_model.transformer.", SDXL_CLIP_L_PREFIX)
 _IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
 
 
@@ -110,6 +111,11 @@ def text_keys_of(keys: Iterable[str], prefixes: tuple[str, ...] = _SD1_PREFIXES)
     return [key for key in keys if key.startswith(prefixes)]
 
 
+def is_sdxl_checkpoint(keys: Iterable[str]) -> bool:
+    """Whether a single-file checkpoint's keys hold SDXL's second (OpenCLIP bigG) text encoder."""
+    return any(key.startswith(SDXL_OPENCLIP_PREFIX) for key in keys)
+
+
 def openclip_text_state_dict(checkpoint: dict[str, torch.Tensor], *, prefix: str) -> dict[str, torch.Tensor]:
     """An OpenCLIP text tower (SDXL's second encoder, SD 2.x) converted to canonical transformers keys.
 
@@ -123,6 +129,31 @@ def openclip_text_state_dict(checkpoint: dict[str, torch.Tensor], *, prefix: str
     width = int(checkpoint[prefix + "token_embedding.weight"].shape[1])
     stand_in = SimpleNamespace(config=SimpleNamespace(hidden_size=width))
     return strip_text_prefix(convert_open_clip_checkpoint(stand_in, checkpoint, prefix=prefix))
+
+
+def sdxl_text_encoders(checkpoint: dict[str, torch.Tensor], *, name: str) -> list[tuple[dict, dict[str, torch.Tensor]]]:
+    """(config, canonical state dict) of both text encoders in an SDXL single-file checkpoint.
+
+    The first (clip-vit-large-patch14's tower, ``quick_gelu``) sits under ``SDXL_CLIP_L_PREFIX`` in
+    transformers' names, the second (OpenCLIP bigG, ``gelu``, with its projection) under
+    ``SDXL_OPENCLIP_PREFIX`` in OpenCLIP's. Configs are inferred from shapes.
+    """
+    first = canonical_clip_state_dict({k: v for k, v in checkpoint.items() if k.startswith(SDXL_CLIP_L_PREFIX)})
+    if "embeddings.token_embedding.weight" not in first:
+        raise ModelSourceError(
+            f"checkpoint '{name}': SDXL checkpoint without its first text encoder (no keys under "
+            f"'{SDXL_CLIP_L_PREFIX}text_model.'); SDXL conditions on both encoders"
+        )
+    if SDXL_OPENCLIP_PREFIX + "token_embedding.weight" not in checkpoint:
+        raise ModelSourceError(
+            f"checkpoint '{name}': SDXL checkpoint's second text encoder is incomplete (no "
+            f"'{SDXL_OPENCLIP_PREFIX}token_embedding.weight'); re-export the checkpoint"
+        )
+    second = openclip_text_state_dict(checkpoint, prefix=SDXL_OPENCLIP_PREFIX)
+    return [
+        (infer_text_config(first, hidden_act="quick_gelu"), first),
+        (infer_text_config(second, hidden_act="gelu"), second),
+    ]
 
 
 def _layer_count(keys: Iterable[str], prefix: str) -> int:

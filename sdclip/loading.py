@@ -7,6 +7,7 @@ dtype. Weights are read with safetensors (lazily: only the tensors needed); pick
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _checkpoint as ckpt
 from .errors import ModelSourceError
 from .sources import DEFAULT_MODEL, ResolvedSource, resolve_source
-from .tokenizer import has_tokenizer_files, load_tokenizer
+from .tokenizer import SHIPPED_TOKENIZER_DIR, has_tokenizer_files, load_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +28,7 @@ _DTYPES = {
     "bf16": "bfloat16", "bfloat16": "bfloat16",
 }  # fmt: skip
 _TOKENIZER_FOR = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
+_OPENCLIP_PAD_TOKEN = "!"  # OpenCLIP pads with id 0 ("!"), and so does SDXL's tokenizer_2
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -73,13 +75,31 @@ class LoadedTextEncoder:
     Attributes:
         model: ``CLIPTextModel``, or ``CLIPTextModelWithProjection`` when the checkpoint has a text
             projection (a CLIPModel, SDXL's second encoder).
-        tokenizer: the folder's own tokenizer, else sdclip's shipped clip-vit-large-patch14 one.
-        source: where it came from.
+        tokenizer: the folder's own tokenizer, else sdclip's shipped clip-vit-large-patch14 one (padding
+            with ``!`` for SDXL's second encoder, as its ``tokenizer_2`` does).
+        source: where it came from (None for modules taken from a live diffusers pipeline).
     """
 
     model: Any
     tokenizer: CLIPTokenizer
-    source: ResolvedSource
+    source: ResolvedSource | None
+
+
+@dataclass
+class LoadedTextEncoders:
+    """Every CLIP text encoder a source conditions its UNet with, in the pipeline's order.
+
+    Attributes:
+        encoders: one for SD 1.x/2.x (and the SDXL refiner, which has only the second encoder), two
+            for SDXL: clip-vit-large-patch14's text tower, then OpenCLIP bigG's with its projection.
+        sdxl: whether the source is an SDXL pipeline (penultimate hidden states, pooled pair).
+        force_zeros_for_empty_prompt: the pipeline's setting of that name (SDXL only): a missing
+            negative prompt becomes zeros instead of the encoded empty prompt.
+    """
+
+    encoders: list[LoadedTextEncoder]
+    sdxl: bool = False
+    force_zeros_for_empty_prompt: bool = False
 
 
 def _weight_files(folder: Path, *, allow_pickle: bool) -> tuple[list[Path], bool]:
@@ -172,13 +192,14 @@ def _text_from_clip_folder(folder: Path, name: str, *, allow_pickle: bool) -> tu
     return text_config, state_dict
 
 
-def _text_from_single_file(path: Path, name: str, *, allow_pickle: bool) -> tuple[dict, dict]:
-    if path.suffix.lower() == ".safetensors":
+def _text_from_single_file(path: Path, name: str, *, allow_pickle: bool, raw: dict | None = None) -> tuple[dict, dict]:
+    """(config, canonical state dict) of a single file's text encoder; ``raw``: its tensors, if already read."""
+    if raw is None and path.suffix.lower() == ".safetensors":
         keys = ckpt.safetensors_keys(path)
         sd1_keys = ckpt.text_keys_of(keys)
         wanted = sd1_keys or [k for k in keys if _is_text_key(k)]
         raw = ckpt.read_safetensors(path, wanted)
-    else:
+    elif raw is None:
         raw = ckpt.read_pickle(path, allow_pickle=allow_pickle)
     state_dict = ckpt.canonical_clip_state_dict(raw)
     state_dict = {k: v for k, v in state_dict.items() if _is_text_key(k)}
@@ -217,13 +238,147 @@ def load_text_encoder(
     resolved = resolve_source(source, local_files_only=local_files_only)
     device_ = resolve_device(device)
     dtype_ = resolve_dtype(dtype, device_)
+    return _load_encoder(resolved, subfolder, device=device_, dtype=dtype_, allow_pickle=allow_pickle)
+
+
+def _load_encoder(
+    resolved: ResolvedSource, subfolder: str | None, *, device: torch.device, dtype: torch.dtype, allow_pickle: bool
+) -> LoadedTextEncoder:
     folder = _text_encoder_folder(resolved, subfolder)
     if folder is not None:
         config, state_dict = _text_from_clip_folder(folder, resolved.name, allow_pickle=allow_pickle)
     else:
         config, state_dict = _text_from_single_file(resolved.path, resolved.name, allow_pickle=allow_pickle)
-    model = build_text_model(config, state_dict, name=resolved.name, device=device_, dtype=dtype_)
+    model = build_text_model(config, state_dict, name=resolved.name, device=device, dtype=dtype)
     return LoadedTextEncoder(model, _tokenizer_of(resolved, subfolder), resolved)
+
+
+def load_text_encoders(
+    source: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    local_files_only: bool | None = None,
+    allow_pickle: bool = False,
+) -> LoadedTextEncoders:
+    """Load every text encoder (and tokenizer) a source conditions with: one for SD 1.x/2.x, two for SDXL.
+
+    SDXL is recognised by ``text_encoder_2`` in a pipeline folder (its ``model_index.json`` or the
+    folder itself), or by keys under ``conditioner.embedders.1.model.`` in a single-file checkpoint.
+    A single file carries no configs: they are inferred from tensor shapes (heads = width // 64;
+    ``quick_gelu`` for the clip-vit-large-patch14 tower, ``gelu`` for OpenCLIP bigG) and the OpenCLIP
+    layout of the second encoder is converted with diffusers' own code. The second encoder's
+    tokenizer pads with ``!`` (id 0), as SDXL's ``tokenizer_2`` does.
+
+    Args:
+        source: hub id, CLIP model folder, diffusers pipeline folder or single-file checkpoint.
+        device: default CUDA when available, else CPU.
+        dtype: default float16 on CUDA, float32 elsewhere.
+        local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
+        allow_pickle: allow ``.ckpt``/``.pt``/``.bin`` files (loaded with ``weights_only=True``).
+
+    Raises:
+        ModelSourceError: a pipeline folder lacks a text encoder its layout needs, has a non-CLIP
+            text encoder (Flux's T5, SD3's third encoder), or a file's weights do not fit.
+
+    Example:
+        >>> loaded = load_text_encoders("path/to/stable-diffusion-xl-base-1.0")  # doctest: +SKIP
+        >>> [e.model.config.hidden_size for e in loaded.encoders], loaded.sdxl  # doctest: +SKIP
+        ([768, 1280], True)
+    """
+    resolved = resolve_source(source, local_files_only=local_files_only)
+    device_ = resolve_device(device)
+    dtype_ = resolve_dtype(dtype, device_)
+    if resolved.kind == "pipeline":
+        index = _model_index(resolved)
+        parts = _pipeline_text_encoders(resolved, index)
+        options = dict(device=device_, dtype=dtype_, allow_pickle=allow_pickle)
+        encoders = [_load_encoder(resolved, part, **options) for part in parts]
+        if "text_encoder_2" not in parts:
+            return LoadedTextEncoders(encoders)
+        force_zeros = bool(index.get("force_zeros_for_empty_prompt", True))  # diffusers' default for SDXL
+        return LoadedTextEncoders(encoders, sdxl=True, force_zeros_for_empty_prompt=force_zeros)
+    if resolved.kind == "single_file":
+        return _single_file_encoders(resolved, device=device_, dtype=dtype_, allow_pickle=allow_pickle)
+    return LoadedTextEncoders([_load_encoder(resolved, None, device=device_, dtype=dtype_, allow_pickle=allow_pickle)])
+
+
+def _model_index(resolved: ResolvedSource) -> dict:
+    path = resolved.path / "model_index.json"
+    return ckpt.read_json(path) if path.is_file() else {}
+
+
+def _has_component(resolved: ResolvedSource, index: dict, part: str) -> bool:
+    """Whether a pipeline has ``part``: per ``model_index.json`` when it names it, else per the folder."""
+    if part in index:
+        entry = index[part]
+        return isinstance(entry, list) and bool(entry) and entry[0] is not None  # [null, null]: not used
+    return (resolved.path / part).is_dir()
+
+
+def _pipeline_text_encoders(resolved: ResolvedSource, index: dict) -> list[str]:
+    """The text encoder subfolders a pipeline conditions with, checked to be present and CLIP."""
+    if _has_component(resolved, index, "text_encoder_3"):
+        raise ModelSourceError(
+            f"model '{resolved.name}': pipeline has a third text encoder (text_encoder_3, as Stable Diffusion 3); "
+            "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
+        )
+    if not _has_component(resolved, index, "text_encoder_2"):
+        return ["text_encoder"]
+    parts = ["text_encoder_2"]  # the SDXL refiner has no first encoder
+    if _has_component(resolved, index, "text_encoder"):
+        parts.insert(0, "text_encoder")
+    for part in parts:
+        config_path = resolved.path / part / "config.json"
+        if not config_path.is_file():
+            raise ModelSourceError(
+                f"model '{resolved.name}': SDXL pipeline folder has no {part}/config.json; SDXL conditions on "
+                f"{' and '.join(parts)}: copy the complete folder (with tokenizer_2/), "
+                "or pass subfolder='text_encoder' to load the first encoder alone"
+            )
+        architectures = ckpt.read_json(config_path).get("architectures") or ["an unknown model"]
+        if not str(architectures[0]).startswith("CLIP"):
+            raise ModelSourceError(
+                f"model '{resolved.name}': {part} is {architectures[0]}, not a CLIP text encoder; sdclip conditions "
+                "SD 1.x/2.x and SDXL pipelines, whose text encoders are all CLIP"
+            )
+    return parts
+
+
+def _single_file_encoders(
+    resolved: ResolvedSource, *, device: torch.device, dtype: torch.dtype, allow_pickle: bool
+) -> LoadedTextEncoders:
+    """The text encoder(s) of a single-file checkpoint: SDXL's two, or SD 1.x's one."""
+    path, name = resolved.path, resolved.name
+    sdxl_prefixes = (ckpt.SDXL_CLIP_L_PREFIX, ckpt.SDXL_OPENCLIP_PREFIX)
+    if path.suffix.lower() == ".safetensors":
+        keys = ckpt.safetensors_keys(path)
+        sdxl = ckpt.is_sdxl_checkpoint(keys)
+        raw = ckpt.read_safetensors(path, ckpt.text_keys_of(keys, sdxl_prefixes)) if sdxl else None
+    else:
+        raw = ckpt.read_pickle(path, allow_pickle=allow_pickle)  # read once: pickles cannot be read in part
+    if raw is None or not ckpt.is_sdxl_checkpoint(raw):
+        config, state_dict = _text_from_single_file(path, name, allow_pickle=allow_pickle, raw=raw)
+        model = build_text_model(config, state_dict, name=name, device=device, dtype=dtype)
+        return LoadedTextEncoders([LoadedTextEncoder(model, load_tokenizer(), resolved)])
+    models = [
+        build_text_model(config, state_dict, name=name, device=device, dtype=dtype)
+        for config, state_dict in ckpt.sdxl_text_encoders(raw, name=name)
+    ]
+    tokenizers = [load_tokenizer(), _openclip_tokenizer()]
+    encoders = [LoadedTextEncoder(model, tok, resolved) for model, tok in zip(models, tokenizers, strict=True)]
+    return LoadedTextEncoders(encoders, sdxl=True, force_zeros_for_empty_prompt=True)  # diffusers' default
+
+
+@functools.lru_cache(maxsize=1)
+def _openclip_tokenizer() -> CLIPTokenizer:
+    """sdclip's shipped tokenizer, padding with ``!`` (id 0) as SDXL's ``tokenizer_2`` does.
+
+    A separate instance: the shared one from ``load_tokenizer()`` pads with the end-of-text token.
+    """
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER_DIR), pad_token=_OPENCLIP_PAD_TOKEN)
 
 
 def _text_encoder_folder(resolved: ResolvedSource, subfolder: str | None) -> Path | None:
@@ -239,13 +394,20 @@ def _text_encoder_folder(resolved: ResolvedSource, subfolder: str | None) -> Pat
 
 
 def _tokenizer_of(resolved: ResolvedSource, subfolder: str | None) -> CLIPTokenizer:
-    """The source's own tokenizer when it has one, else sdclip's shipped clip-vit-large-patch14 one."""
+    """The source's own tokenizer when it has one, else sdclip's shipped clip-vit-large-patch14 one.
+
+    The stand-in for a pipeline's missing ``tokenizer_2`` pads with ``!``, as SDXL's does.
+    """
     folder = None
     if resolved.kind == "pipeline":
         folder = resolved.path / _TOKENIZER_FOR.get(subfolder or "text_encoder", "tokenizer")
     elif resolved.kind == "clip_folder":
         folder = resolved.path / subfolder if subfolder else resolved.path
-    return load_tokenizer(folder if folder is not None and has_tokenizer_files(folder) else None)
+    if folder is not None and has_tokenizer_files(folder):
+        return load_tokenizer(folder)
+    if resolved.kind == "pipeline" and subfolder == "text_encoder_2":
+        return _openclip_tokenizer()
+    return load_tokenizer()
 
 
 def tokenizer_for_source(
