@@ -1,8 +1,9 @@
 """Text conditioning for diffusers UNet pipelines: prompt text in, ``prompt_embeds`` and pooled out.
 
-With the default options the tensors are exactly what ``StableDiffusionPipeline.encode_prompt`` computes
-(same tokens, same model call, same dtype); on top of that sdclip caches repeated prompts, applies
-``clip_skip`` to the negative prompt too, and works with transformers 5.
+With the default options the tensors are exactly what ``StableDiffusionPipeline.encode_prompt`` (or,
+for SDXL, ``StableDiffusionXLPipeline.encode_prompt``) computes (same tokens, same model call, same
+dtype); on top of that sdclip caches repeated prompts, applies ``clip_skip`` to the negative prompt too,
+and works with transformers 5.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import PromptError, PromptTypeError
-from .loading import LoadedTextEncoder, load_text_encoder
+from .loading import LoadedTextEncoder, LoadedTextEncoders, load_text_encoder, load_text_encoders
 from .chunking import ChunkedPrompt, chunk_prompt, empty_chunk
 from .prompt_parser import SYNTAXES
 from .prompt_tokens import PromptToken, prompt_tokens
@@ -42,9 +43,13 @@ class Conditioning:
         negative_prompt_embeds: (B·n, 77·k, hidden), same k as the prompt.
         negative_pooled_prompt_embeds: (B·n, dim).
         prompt_ids: (B·n, 77·k) int64 token ids fed to the (first) text encoder.
-        negative_prompt_ids: (B·n, 77·k) int64.
+        negative_prompt_ids: (B·n, 77·k) int64; all -1 when the negative conditioning is zeros
+            rather than an encoded prompt (SDXL's ``force_zeros_for_empty_prompt``).
         pipeline_takes_pooled: whether the pipeline's ``__call__`` takes the pooled pair (SDXL does,
             SD 1.x/2.x do not).
+
+    For SDXL ``hidden`` is 768 + 1280 (both encoders' hidden states side by side) and ``dim`` 1280
+    (the second encoder's projected ``text_embeds``).
     """
 
     prompt_embeds: torch.Tensor
@@ -85,6 +90,9 @@ class EncoderSpec:
 
     skip_offset: int = 1
     final_norm: bool = True
+
+
+SDXL_SPEC = EncoderSpec(skip_offset=2, final_norm=False)  # both SDXL encoders: penultimate layer, no norm
 
 
 @dataclass(frozen=True)
@@ -135,15 +143,27 @@ def validate_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list
         raise PromptError("prompt: expected at least one prompt, got an empty list")
     if negative_prompt is None:
         return prompts, [""] * len(prompts)
-    if isinstance(negative_prompt, str):
-        return prompts, [negative_prompt] * len(prompts)
-    negatives = _as_prompt_list(negative_prompt, "negative_prompt")
-    if len(negatives) != len(prompts):
+    return prompts, _one_per_prompt(negative_prompt, prompts, "negative_prompt", "negative prompt")
+
+
+def _one_per_prompt(value: Any, prompts: list[str], name: str, what: str) -> list[str]:
+    """``value`` as one text per prompt: a string is shared, a list must match ``prompts`` in length."""
+    if isinstance(value, str):
+        return [value] * len(prompts)
+    items = _as_prompt_list(value, name)
+    if len(items) != len(prompts):
         raise PromptError(
-            f"negative_prompt: has {len(negatives)} items but prompt has {len(prompts)}; "
-            "pass one negative prompt per prompt, or a single string for all"
+            f"{name}: has {len(items)} items but prompt has {len(prompts)}; "
+            f"pass one {what} per prompt, or a single string for all"
         )
-    return prompts, negatives
+    return items
+
+
+def _second_prompts(value: Any, first: list[str], name: str) -> list[str]:
+    """The texts for SDXL's second encoder: ``first`` when ``value`` is None or empty (as diffusers)."""
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return first
+    return _one_per_prompt(value, first, name, name)
 
 
 class _LRUCache:
@@ -178,10 +198,13 @@ class TextConditioner:
     """Encode prompts with CLIP text encoders into diffusers-ready conditioning.
 
     Args:
-        encoders: loaded text encoders (one for SD 1.x/2.x).
-        specs: how each encoder's hidden states are taken (default: SD 1.x rules).
+        encoders: loaded text encoders (one for SD 1.x/2.x, two for SDXL).
+        specs: how each encoder's hidden states are taken (default: SD 1.x rules; ``SDXL_SPEC`` for
+            both SDXL encoders).
         cache_size: how many encoded prompts to keep (per settings); 0 disables the cache.
         pipeline_takes_pooled: whether ``pipeline_kwargs`` includes the pooled pair.
+        force_zeros_for_empty_prompt: ``encode``'s default for ``force_zeros`` (the SDXL pipeline
+            setting of that name: a missing negative prompt becomes zeros).
 
     Example:
         >>> cond = TextConditioner.from_pretrained("weights/clip-vit-large-patch14")  # doctest: +SKIP
@@ -197,12 +220,16 @@ class TextConditioner:
         specs: Sequence[EncoderSpec] | None = None,
         cache_size: int = 256,
         pipeline_takes_pooled: bool = False,
+        force_zeros_for_empty_prompt: bool = False,
     ) -> None:
         if not encoders:
             raise PromptError("encoders: expected at least one text encoder")
         self.encoders = list(encoders)
         self.specs = list(specs) if specs is not None else [EncoderSpec()] * len(self.encoders)
+        if len(self.specs) != len(self.encoders):
+            raise PromptError(f"specs: expected one per encoder ({len(self.encoders)}), got {len(self.specs)}")
         self.pipeline_takes_pooled = pipeline_takes_pooled
+        self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
         self._cache = _LRUCache(cache_size)
         self._truncated: list[tuple[str, str]] = []
         self._embeddings: list[dict[str, int]] = [{} for _ in self.encoders]  # textual inversion: name -> vectors
@@ -220,12 +247,18 @@ class TextConditioner:
         allow_pickle: bool = False,
         cache_size: int = 256,
     ) -> TextConditioner:
-        """Load the text encoder and tokenizer from a hub id, CLIP folder, pipeline folder or checkpoint.
+        """Load the text encoder(s) and tokenizer(s) from a hub id, CLIP folder, pipeline folder or checkpoint.
+
+        An SDXL pipeline folder (one with ``text_encoder_2``) or single-file SDXL checkpoint (keys under
+        ``conditioner.embedders.1.model.``) gives both encoders with SDXL's rules: penultimate hidden
+        states without the final layer norm, the pooled pair in ``pipeline_kwargs``, and the folder's
+        ``force_zeros_for_empty_prompt`` (True for single files, as diffusers).
 
         Args:
             source: hub id (default ``openai/clip-vit-large-patch14``), local CLIP folder, diffusers
-                pipeline folder, or single-file ``.safetensors`` SD checkpoint.
-            subfolder: in a pipeline folder, ``text_encoder`` (default) or ``text_encoder_2``.
+                pipeline folder, or single-file ``.safetensors`` SD / SDXL checkpoint.
+            subfolder: in a pipeline folder, load this one encoder alone (``text_encoder`` or
+                ``text_encoder_2``) with SD 1.x rules; default: every encoder the pipeline has.
             device: default CUDA when available, else CPU.
             dtype: default float16 on CUDA, float32 elsewhere.
             local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
@@ -234,18 +267,66 @@ class TextConditioner:
 
         Example:
             >>> cond = TextConditioner.from_pretrained("path/to/stable-diffusion-v1-5")  # doctest: +SKIP
+            >>> sdxl = TextConditioner.from_pretrained("path/to/sd_xl_base_1.0.safetensors")  # doctest: +SKIP
         """
-        loaded = load_text_encoder(
-            source,
-            subfolder=subfolder,
-            device=device,
-            dtype=dtype,
-            local_files_only=local_files_only,
-            allow_pickle=allow_pickle,
-        )
-        conditioner = cls([loaded], cache_size=cache_size)
+        options = dict(device=device, dtype=dtype, local_files_only=local_files_only, allow_pickle=allow_pickle)
+        if subfolder is not None:
+            loaded = LoadedTextEncoders([load_text_encoder(source, subfolder=subfolder, **options)])
+        else:
+            loaded = load_text_encoders(source, **options)
+        conditioner = cls._from_loaded(loaded, cache_size=cache_size)
         conditioner._owns_models = True
         return conditioner
+
+    @classmethod
+    def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int) -> TextConditioner:
+        if not loaded.sdxl:
+            return cls(loaded.encoders, cache_size=cache_size)
+        return cls(
+            loaded.encoders,
+            specs=[SDXL_SPEC] * len(loaded.encoders),
+            cache_size=cache_size,
+            pipeline_takes_pooled=True,
+            force_zeros_for_empty_prompt=loaded.force_zeros_for_empty_prompt,
+        )
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any, *, cache_size: int = 256) -> TextConditioner:
+        """Use the text encoders and tokenizers of a loaded diffusers pipeline (shared, not copied).
+
+        Works with ``StableDiffusionPipeline`` and the SDXL pipelines (base, refiner, img2img,
+        inpaint); the SDXL rules and ``force_zeros_for_empty_prompt`` come from the pipeline. The
+        pipeline's modules are never changed: ``load_textual_inversion`` works on copies.
+
+        Raises:
+            ModelSourceError: the pipeline has a text encoder that is not CLIP (Flux, SD3).
+
+        Example:
+            >>> from sdclip.testing import tiny_sdxl_pipeline
+            >>> cond = TextConditioner.from_pipeline(tiny_sdxl_pipeline())
+            >>> cond.encode("a cat").prompt_embeds.shape
+            torch.Size([1, 77, 320])
+        """
+        from .errors import ModelSourceError
+
+        names = [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
+        for name in names + ["text_encoder_3"]:
+            model = getattr(pipe, name, None)
+            if model is not None and not type(model).__name__.startswith("CLIPText"):
+                raise ModelSourceError(
+                    f"pipeline {type(pipe).__name__}: {name} is {type(model).__name__}, not a CLIP text encoder; "
+                    "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
+                )
+        if not names:
+            raise ModelSourceError(f"pipeline {type(pipe).__name__}: has no text encoder")
+        encoders = [
+            LoadedTextEncoder(getattr(pipe, name), getattr(pipe, name.replace("text_encoder", "tokenizer")), None)
+            for name in names
+        ]
+        sdxl = hasattr(pipe, "text_encoder_2")  # SDXL pipelines have the attribute, the refiner's first is None
+        force_zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", True)) if sdxl else False
+        loaded = LoadedTextEncoders(encoders, sdxl=sdxl, force_zeros_for_empty_prompt=force_zeros)
+        return cls._from_loaded(loaded, cache_size=cache_size)
 
     @property
     def tokenizer(self) -> Any:
@@ -429,8 +510,12 @@ class TextConditioner:
         prompt: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None = None,
         *,
+        prompt_2: str | Sequence[str] | None = None,
+        negative_prompt_2: str | Sequence[str] | None = None,
         num_images_per_prompt: int = 1,
         clip_skip: int | None = None,
+        clip_skip_negative: Literal["same", "diffusers"] = "same",
+        force_zeros: bool | None = None,
         syntax: str = "plain",
         truncate: bool = True,
         weighting: str | None = None,
@@ -439,11 +524,22 @@ class TextConditioner:
 
         Args:
             prompt: one prompt or a list of prompts.
-            negative_prompt: one for all, one per prompt, or None (the empty prompt, as diffusers).
+            negative_prompt: one for all, one per prompt, or None (the empty prompt, as diffusers; zeros
+                when ``force_zeros`` applies).
+            prompt_2: SDXL: the text for the second encoder (OpenCLIP bigG), one for all or one per
+                prompt; None or "" means ``prompt`` (as diffusers).
+            negative_prompt_2: SDXL: the negative text for the second encoder; None or "" means
+                ``negative_prompt``.
             num_images_per_prompt: repeat each prompt's tensors this many times (as diffusers).
             clip_skip: diffusers' meaning: 1 uses the penultimate layer (A1111 calls that "Clip skip
-                2"), through the final layer norm. Applied to prompt and negative alike, and to every
-                chunk. Does not change the pooled output.
+                2"), through the final layer norm. SDXL already uses the penultimate layer without the
+                norm, and 1 moves one layer further down (``hidden_states[-(clip_skip + 2)]``). Applied
+                to every chunk. Does not change the pooled output.
+            clip_skip_negative: ``"same"`` applies ``clip_skip`` to negative prompts too;
+                ``"diffusers"`` ignores it for them, as diffusers' pipelines do.
+            force_zeros: zeros, not the encoded empty prompt, as negative conditioning when
+                ``negative_prompt`` and ``negative_prompt_2`` are both None. None: the pipeline's
+                ``force_zeros_for_empty_prompt`` (SDXL: usually on; SD 1.x/2.x: off).
             syntax: how prompt text is read: ``"plain"`` (as diffusers: brackets are text),
                 ``"a1111"`` (AUTOMATIC1111: ``(x)``, ``[x]``, ``(x:1.3)``, ``BREAK``) or ``"comfy"``
                 (ComfyUI: ``(x)``, ``(x:1.3)``; ``[x]`` is text).
@@ -455,28 +551,61 @@ class TextConditioner:
 
         Returns:
             A ``Conditioning``; ``pipe(**result.pipeline_kwargs())`` runs the pipeline on it. Prompts
-            and negative prompts are padded to the batch's largest number of chunks with the encoding
-            of the empty chunk (BOS, then EOS/padding), so the shapes always fit the pipeline.
+            and negative prompts are padded to the batch's largest number of chunks (over every
+            encoder) with each encoder's encoding of the empty chunk (BOS, then EOS/padding), so the
+            shapes always fit the pipeline. SDXL's pooled output comes from the first chunk.
 
         Raises:
             PromptTypeError: a prompt item is not a string.
-            PromptError: prompt and negative lists differ in length, or an option is out of range.
+            PromptError: prompt and negative lists differ in length, ``prompt_2`` is given to a
+                one-encoder model, or an option is out of range.
 
         Example:
             >>> result = cond.encode("a photo of a cat", "blurry", clip_skip=1)  # doctest: +SKIP
             >>> result.prompt_embeds.shape  # doctest: +SKIP
             torch.Size([1, 77, 768])
+            >>> sdxl.encode("a cat", prompt_2="oil painting").pooled_prompt_embeds.shape  # doctest: +SKIP
+            torch.Size([1, 1280])
         """
         import torch
 
         prompts, negatives = validate_prompts(prompt, negative_prompt)
+        if len(self.encoders) < 2 and (prompt_2 is not None or negative_prompt_2 is not None):
+            raise PromptError(
+                "prompt_2: this model has one text encoder; prompt_2 and negative_prompt_2 are for SDXL's second one"
+            )
+        prompts_2 = _second_prompts(prompt_2, prompts, "prompt_2")
+        negatives_2 = _second_prompts(negative_prompt_2, negatives, "negative_prompt_2")
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise PromptError(f"num_images_per_prompt: expected an integer >= 1, got {num_images_per_prompt!r}")
         settings = _resolve_settings(clip_skip, syntax, truncate, weighting)
-        texts = list(dict.fromkeys(prompts + negatives))  # each unique text is encoded once
+        self._check_clip_skip(clip_skip)
+        if clip_skip_negative not in ("same", "diffusers"):
+            raise PromptError(f"clip_skip_negative: expected 'same' or 'diffusers', got {clip_skip_negative!r}")
+        if force_zeros is None:
+            force_zeros = self.force_zeros_for_empty_prompt
+        zero_negative = force_zeros and negative_prompt is None and negative_prompt_2 is None
+        negative_settings = replace(settings, clip_skip=None) if clip_skip_negative == "diffusers" else settings
+
+        # per encoder: (texts, their encodings) for the prompts and for the negatives
+        sides: list[tuple[tuple[list[str], dict], tuple[list[str], dict]]] = []
         self._truncated = []
         with torch.inference_mode():
-            per_encoder = [self._encode_texts(index, texts, settings) for index in range(len(self.encoders))]
+            for index in range(len(self.encoders)):
+                texts, negative_texts = (prompts, negatives) if index == 0 else (prompts_2, negatives_2)
+                negative_texts = [] if zero_negative else negative_texts
+                if negative_settings == settings:  # one batch: each unique text is encoded once
+                    encoded = negative_encoded = self._encode_texts(
+                        index, list(dict.fromkeys(texts + negative_texts)), settings
+                    )
+                else:
+                    encoded = self._encode_texts(index, list(dict.fromkeys(texts)), settings)
+                    negative_encoded = (
+                        self._encode_texts(index, list(dict.fromkeys(negative_texts)), negative_settings)
+                        if negative_texts
+                        else {}
+                    )
+                sides.append(((texts, encoded), (negative_texts, negative_encoded)))
         for text, dropped in dict.fromkeys(self._truncated):
             warnings.warn(
                 f"prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than the 77-token limit; "
@@ -484,25 +613,29 @@ class TextConditioner:
                 TruncationWarning,
                 stacklevel=2,
             )
-        n_chunks = max(len(encoded[text][2]) for encoded in per_encoder for text in texts)
+        n_chunks = max(len(encoded[text][2]) for side in sides for texts, encoded in side for text in texts)
 
-        def chunks_of(encoded: dict, text: str, part: int) -> torch.Tensor:
-            """The text's hidden (part 0) or ids (part 2), padded with empty chunks: (77·n_chunks, ...)."""
-            own = encoded[text][part]
-            if len(own) < n_chunks:
-                own = torch.cat([own, *[encoded[None][part]] * (n_chunks - len(own))])
-            return own.flatten(0, 1)
+        def padded(encoded: dict, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """The text's (hidden (77·n_chunks, H), pooled (D,), ids (77·n_chunks,)), padded with empty chunks."""
+            hidden, pooled, ids = encoded[text]
+            if len(ids) < n_chunks:
+                extra = n_chunks - len(ids)
+                hidden = torch.cat([hidden, *[encoded[None][0]] * extra])
+                ids = torch.cat([ids, *[encoded[None][2]] * extra])
+            return hidden.flatten(0, 1), pooled, ids.flatten()
 
-        def assemble(batch: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            hidden = torch.cat(
-                [torch.stack([chunks_of(encoded, text, 0) for text in batch]) for encoded in per_encoder], dim=-1
-            )  # (B, 77·k, sum of hidden sizes)
-            pooled = torch.stack([per_encoder[-1][text][1] for text in batch])  # (B, D): the last encoder's
-            ids = torch.stack([chunks_of(per_encoder[0], text, 2) for text in batch])  # (B, 77·k)
-            return tuple(t.repeat_interleave(num_images_per_prompt, dim=0) for t in (hidden, pooled, ids))
+        def rows(side: int) -> list[list[tuple]]:  # [row][encoder] -> padded entry
+            return [
+                [padded(encoded, texts[row]) for texts, encoded in (pair[side] for pair in sides)]
+                for row in range(len(prompts))
+            ]
 
-        prompt_embeds, pooled, prompt_ids = assemble(prompts)
-        negative_embeds, negative_pooled, negative_ids = assemble(negatives)
+        prompt_embeds, pooled, prompt_ids = _assemble(rows(0), num_images_per_prompt)
+        if zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
+            negative_embeds, negative_pooled = torch.zeros_like(prompt_embeds), torch.zeros_like(pooled)
+            negative_ids = torch.full_like(prompt_ids, -1)
+        else:
+            negative_embeds, negative_pooled, negative_ids = _assemble(rows(1), num_images_per_prompt)
         return Conditioning(
             prompt_embeds=prompt_embeds,
             pooled_prompt_embeds=pooled,
@@ -512,3 +645,31 @@ class TextConditioner:
             negative_prompt_ids=negative_ids,
             pipeline_takes_pooled=self.pipeline_takes_pooled,
         )
+
+    def _check_clip_skip(self, clip_skip: int | None) -> None:
+        """``clip_skip`` (already type-checked) must leave a layer to take in every encoder."""
+        if clip_skip is None:
+            return
+        limit = min(
+            encoder.model.config.num_hidden_layers + 1 - spec.skip_offset
+            for encoder, spec in zip(self.encoders, self.specs, strict=True)
+        )
+        if clip_skip > limit:
+            raise PromptError(
+                f"clip_skip: {clip_skip} skips more layers than the text encoder has; expected at most {limit}"
+            )
+
+
+def _assemble(rows: list[list[tuple]], repeats: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch tensors from each row's per-encoder entries ``(hidden (77·k, H), pooled (D,), ids (77·k,))``.
+
+    Returns ``(hidden (B·n, 77·k, ΣH), pooled (B·n, D), ids (B·n, 77·k))``: the encoders' hidden states
+    side by side on the last axis, pooled from the last encoder (SDXL: bigG's projected ``text_embeds``),
+    ids from the first; each row repeated ``repeats`` times.
+    """
+    import torch
+
+    hidden = torch.stack([torch.cat([entry[0] for entry in row], dim=-1) for row in rows])
+    pooled = torch.stack([row[-1][1] for row in rows])
+    ids = torch.stack([row[0][2] for row in rows])
+    return tuple(t.repeat_interleave(repeats, dim=0) for t in (hidden, pooled, ids))
