@@ -84,8 +84,12 @@ def random_clip_model(text: dict = TINY_TEXT, vision: dict = TINY_VISION, *, see
     return _randomize_layer_norms(CLIPModel(config).eval())
 
 
-def tiny_unet(cross_attention_dim: int, *, sdxl: bool = False, seed: int = 0) -> Any:
-    """A tiny ``UNet2DConditionModel`` (two blocks, 32/64 channels) for end-to-end pipeline tests."""
+def tiny_unet(cross_attention_dim: int, *, sdxl: bool = False, pooled_dim: int | None = None, seed: int = 0) -> Any:
+    """A tiny ``UNet2DConditionModel`` (two blocks, 32/64 channels) for end-to-end pipeline tests.
+
+    With ``sdxl=True`` it takes SDXL's added conditioning: the pooled text embedding (``pooled_dim``,
+    default ``TINY_TEXT_2``'s projection) and six 8-wide size/crop embeddings.
+    """
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -95,7 +99,7 @@ def tiny_unet(cross_attention_dim: int, *, sdxl: bool = False, seed: int = 0) ->
         extra = {
             "addition_embed_type": "text_time",
             "addition_time_embed_dim": 8,
-            "projection_class_embeddings_input_dim": TINY_TEXT_2["projection_dim"] + 6 * 8,
+            "projection_class_embeddings_input_dim": (pooled_dim or TINY_TEXT_2["projection_dim"]) + 6 * 8,
             "transformer_layers_per_block": (1, 2),
             "attention_head_dim": (2, 4),
             "use_linear_projection": True,
@@ -155,6 +159,101 @@ def tiny_sd_pipeline(text_config: dict = TINY_TEXT, *, seed: int = 0) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def tiny_sdxl_pipeline(
+    text_config: dict = TINY_TEXT,
+    text_config_2: dict = TINY_TEXT_2,
+    *,
+    seed: int = 0,
+    force_zeros_for_empty_prompt: bool = True,
+) -> Any:
+    """A tiny ``StableDiffusionXLPipeline``: random text encoders, sdclip's vocabulary for both tokenizers.
+
+    The second tokenizer pads with ``!`` (id 0), as SDXL's ``tokenizer_2`` does; the second encoder
+    is a ``CLIPTextModelWithProjection`` in bigG's shape (``gelu``); the UNet's cross-attention width
+    is the two hidden sizes together. Images are 32×32.
+
+    Example:
+        >>> pipe = tiny_sdxl_pipeline()
+        >>> pipe.tokenizer_2.pad_token_id, pipe.unet.config.cross_attention_dim
+        (0, 320)
+    """
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    from .tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
+
+    return StableDiffusionXLPipeline(
+        vae=tiny_vae(seed=seed),
+        text_encoder=random_text_encoder(text_config, seed=seed),
+        text_encoder_2=random_text_encoder(text_config_2, projection=True, seed=seed + 1),
+        tokenizer=load_tokenizer(),
+        tokenizer_2=CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER_DIR), pad_token="!"),
+        unet=tiny_unet(
+            text_config["hidden_size"] + text_config_2["hidden_size"],
+            sdxl=True,
+            pooled_dim=text_config_2["projection_dim"],
+            seed=seed,
+        ),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False),
+        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+        add_watermarker=False,
+    )
+
+
+def openclip_text_tensors(text_model: Any) -> dict[str, Any]:
+    """A ``CLIPTextModelWithProjection``'s weights under OpenCLIP's names, as SDXL files store bigG.
+
+    Written out from OpenCLIP's ``TextTransformer`` naming (the inverse of diffusers'
+    ``DIFFUSERS_TO_LDM_MAPPING["openclip"]``): q/k/v fused into ``attn.in_proj_*``, MLP as
+    ``c_fc``/``c_proj``, ``text_projection`` stored as (width, dim), i.e. transposed.
+    """
+    import torch
+
+    inner = text_model.text_model
+    tensors = {
+        "token_embedding.weight": inner.embeddings.token_embedding.weight,
+        "positional_embedding": inner.embeddings.position_embedding.weight,
+        "ln_final.weight": inner.final_layer_norm.weight,
+        "ln_final.bias": inner.final_layer_norm.bias,
+        "text_projection": text_model.text_projection.weight.T,
+        "logit_scale": torch.tensor(4.6052),
+    }
+    for n, layer in enumerate(inner.encoder.layers):
+        block, attn = f"transformer.resblocks.{n}.", layer.self_attn
+        tensors[block + "attn.in_proj_weight"] = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        tensors[block + "attn.in_proj_bias"] = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+        tensors[block + "attn.out_proj.weight"] = attn.out_proj.weight
+        tensors[block + "attn.out_proj.bias"] = attn.out_proj.bias
+        for ours, theirs in (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2")):
+            tensors[block + theirs + ".weight"] = getattr(layer, ours).weight
+            tensors[block + theirs + ".bias"] = getattr(layer, ours).bias
+        for ours, theirs in (("fc1", "c_fc"), ("fc2", "c_proj")):
+            tensors[block + "mlp." + theirs + ".weight"] = getattr(layer.mlp, ours).weight
+            tensors[block + "mlp." + theirs + ".bias"] = getattr(layer.mlp, ours).bias
+    return {key: value.detach().contiguous() for key, value in tensors.items()}
+
+
+def save_sdxl_single_file(text_encoder: Any, text_encoder_2: Any, path: str | Path) -> Path:
+    """Write two text encoders as an SDXL single-file ``.safetensors`` checkpoint stores them.
+
+    ``text_encoder`` (a ``CLIPTextModel``) goes under ``conditioner.embedders.0.transformer.text_model.``
+    with the legacy ``position_ids``; ``text_encoder_2`` (a ``CLIPTextModelWithProjection``) under
+    ``conditioner.embedders.1.model.`` in OpenCLIP's layout (``openclip_text_tensors``); a stand-in
+    UNet tensor sits beside them, as in real checkpoints.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    first = "conditioner.embedders.0.transformer.text_model."
+    tensors = {first + key: value.contiguous() for key, value in text_encoder.state_dict().items()}
+    tensors[first + "embeddings.position_ids"] = torch.arange(text_encoder.config.max_position_embeddings)[None]
+    second = "conditioner.embedders.1.model."
+    tensors.update({second + key: value for key, value in openclip_text_tensors(text_encoder_2).items()})
+    tensors["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(4, 4, 3, 3)
+    save_file(tensors, str(path))
+    return Path(path)
 
 
 def save_sd1_single_file(text_model: Any, path: str | Path, *, text_model_prefix: bool = True) -> Path:
