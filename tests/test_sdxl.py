@@ -22,9 +22,7 @@ from sdclip.conditioning import SDXL_SPEC
 from sdclip.testing import (
     TINY_TEXT,
     TINY_TEXT_2,
-    save_sd1_single_file,
     save_sdxl_single_file,
-    tiny_sd_pipeline,
     tiny_sdxl_pipeline,
 )
 
@@ -212,11 +210,8 @@ def test_refiner_layout(pipe, folder, tmp_path):
         assert_close(candidate.encode(["a cat", "a dog"]), reference(refiner, ["a cat", "a dog"]))
 
 
-def test_sd1_sources_keep_one_encoder(folder, tmp_path):
-    sd1 = tiny_sd_pipeline()
-    sd1.save_pretrained(tmp_path / "sd1")
-    save_sd1_single_file(sd1.text_encoder, tmp_path / "sd1.safetensors")
-    for source in (tmp_path / "sd1", tmp_path / "sd1.safetensors"):
+def test_sd1_sources_keep_one_encoder(folder, text_sources):
+    for source in (text_sources["pipeline"], text_sources["single_file"]):
         cond = TextConditioner.from_pretrained(source, **OPTIONS)
         assert len(cond.encoders) == 1 and not cond.pipeline_takes_pooled and not cond.force_zeros_for_empty_prompt
         assert "pooled_prompt_embeds" not in cond.encode("a cat").pipeline_kwargs()
