@@ -2,7 +2,8 @@
 
 Models come back in eval mode, without gradients, with SDPA attention, on the requested device and
 dtype. Weights are read with safetensors (lazily: only the tensors needed); pickles only with
-``allow_pickle=True`` and then with ``torch.load(weights_only=True)``.
+``allow_pickle=True`` and then with ``torch.load(weights_only=True)``. ``load_text_encoders`` loads every
+encoder a pipeline conditions with (both of SDXL's, from a pipeline folder or a single file).
 """
 
 from __future__ import annotations
