@@ -332,10 +332,11 @@ def _pipeline_text_encoders(resolved: ResolvedSource, index: dict) -> list[str]:
     for part in parts:
         config_path = resolved.path / part / "config.json"
         if not config_path.is_file():
+            first_alone = part == "text_encoder_2" and "text_encoder" in parts
             raise ModelSourceError(
                 f"model '{resolved.name}': SDXL pipeline folder has no {part}/config.json; SDXL conditions on "
-                f"{' and '.join(parts)}: copy the complete folder (with tokenizer_2/), "
-                "or pass subfolder='text_encoder' to load the first encoder alone"
+                f"{' and '.join(parts)}: copy the complete folder (with tokenizer_2/)"
+                + (", or pass subfolder='text_encoder' to load the first encoder alone" if first_alone else "")
             )
         architectures = ckpt.read_json(config_path).get("architectures") or ["an unknown model"]
         if not str(architectures[0]).startswith("CLIP"):

@@ -253,7 +253,8 @@ def test_error_missing_text_encoder_2(folder, tmp_path):
     path = text_only_folder(folder, tmp_path / "broken", ["text_encoder", "tokenizer", "tokenizer_2"])
     message = (
         r"model '.*broken': SDXL pipeline folder has no text_encoder_2/config\.json; "
-        r"SDXL conditions on text_encoder and text_encoder_2: copy the complete folder"
+        r"SDXL conditions on text_encoder and text_encoder_2: copy the complete folder \(with tokenizer_2/\), "
+        r"or pass subfolder='text_encoder' to load the first encoder alone$"
     )
     with pytest.raises(ModelSourceError, match=message):
         TextConditioner.from_pretrained(path, **OPTIONS)
