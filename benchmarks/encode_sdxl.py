@@ -1,0 +1,154 @@
+"""Benchmark: sdclip's TextConditioner vs diffusers' StableDiffusionXLPipeline.encode_prompt (SDXL).
+
+Both run the same two text encoders in the released SDXL shapes, random weights (same cost):
+clip-vit-large-patch14's text tower (hidden 768, 12 layers, quick_gelu) and OpenCLIP bigG's
+(hidden 1280, 32 layers, 20 heads, intermediate 5120, projection 1280, gelu). diffusers runs its own
+``encode_prompt`` on a ``StableDiffusionXLPipeline`` built around those modules (tiny UNet and VAE,
+never called); sdclip shares the very same modules through ``TextConditioner.from_pipeline``.
+
+(a) prompts/s at batch 1 and 8 (distinct prompts, no negative prompt: zeros on both sides as SDXL's
+    ``force_zeros_for_empty_prompt`` says; sdclip's cache off), peak RSS growth of one more call;
+(b) a realistic workload: N generation requests of 4 images each, one shared negative prompt, 25% of
+    the prompts repeated (sdclip's cache on, as users run it; a fresh cache each run). The two sides
+    run request by request in turn, so load from other jobs on the machine hits both alike.
+
+Run:  python benchmarks/encode_sdxl.py [--device cuda --dtype fp16] [--quick] [--tiny]
+``--quick``: one timed run (after one warm-up) instead of three, 16 requests instead of 64;
+``--tiny``: the tiny test encoders instead of the real shapes (a smoke run, seconds).
+Ends with one ``RATIO <workload> <value>`` line per comparison (sdclip speed / diffusers speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+import warnings
+
+import torch
+
+from _harness import _rss_bytes, machine_name, peak_memory, synchronize
+
+WORDS = ("portrait landscape castle forest dragon neon city rain cat dog astronaut ocean sunset "
+         "painting photo cinematic lighting detailed intricate golden hour mountain river snow robot "
+         "flower garden night stars watercolor oil sketch fantasy medieval futuristic").split()  # fmt: skip
+NEGATIVE = "lowres, blurry, bad anatomy, watermark, jpeg artifacts"
+
+
+def make_prompt(rng: random.Random) -> str:
+    return ", ".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4))) for _ in range(rng.randint(3, 8)))
+
+
+def build(device: str, dtype: torch.dtype, *, tiny: bool):
+    """An SDXL pipeline around two random text encoders, and a maker of sdclip conditioners on them."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    from sdclip import TextConditioner
+    from sdclip.testing import BIGG_TEXT, L14_TEXT, TINY_TEXT, TINY_TEXT_2, random_text_encoder, tiny_unet, tiny_vae
+    from sdclip.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
+
+    config, config_2 = (TINY_TEXT, TINY_TEXT_2) if tiny else (L14_TEXT, BIGG_TEXT)
+    encoders = [
+        random_text_encoder(config).to(device=device, dtype=dtype),
+        random_text_encoder(config_2, projection=True, seed=1).to(device=device, dtype=dtype),
+    ]
+    for encoder in encoders:
+        encoder.config._attn_implementation = "sdpa"
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(), text_encoder=encoders[0], text_encoder_2=encoders[1], tokenizer=load_tokenizer(),
+        tokenizer_2=CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER_DIR), pad_token="!"),
+        unet=tiny_unet(config["hidden_size"] + config_2["hidden_size"], sdxl=True,
+                       pooled_dim=config_2["projection_dim"]),
+        scheduler=EulerDiscreteScheduler(), add_watermarker=False,
+    )  # fmt: skip
+
+    def conditioner(cache_size: int) -> TextConditioner:
+        return TextConditioner.from_pipeline(pipe, cache_size=cache_size)
+
+    return pipe, conditioner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--quick", action="store_true", help="one timed run, 16 requests (minutes on a CPU)")
+    parser.add_argument("--tiny", action="store_true", help="tiny test encoders instead of the real shapes (smoke run)")
+    args = parser.parse_args()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    device = args.device
+    warnings.filterwarnings("ignore")
+    repeats = 1 if args.quick else 3
+    rng = random.Random(0)
+    pipe, conditioner = build(device, dtype, tiny=args.tiny)
+    shapes = "tiny test encoders" if args.tiny else "clip-vit-large-patch14 + OpenCLIP bigG text encoders"
+    print(f"machine: {machine_name(device)}; {shapes}; dtype {args.dtype}")
+    print(f"process RSS with both encoders loaded: {_rss_bytes() / 2**20:.0f} MiB")
+    ratios = {}
+
+    def diffusers_call(prompts, negative=None, n=1):
+        with torch.no_grad():
+            return pipe.encode_prompt(prompts, device=device, num_images_per_prompt=n, negative_prompt=negative)
+
+    # the two agree before they are timed
+    ours, theirs = conditioner(0).encode(["a cat"], NEGATIVE), diffusers_call(["a cat"], NEGATIVE)
+    names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+    worst = max((getattr(ours, name) - tensor).abs().max().item() for name, tensor in zip(names, theirs, strict=True))
+    print(f"max abs difference sdclip vs diffusers on 'a cat': {worst:.2e}")
+
+    def timed(run) -> float:
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        return time.perf_counter() - start
+
+    def interleaved(ours_run, theirs_run) -> tuple[float, float]:
+        """Median seconds of each after one warm-up each, the two taking turns so that load from other
+        jobs on the machine hits both alike."""
+        ours_run(), theirs_run()
+        times = [(timed(ours_run), timed(theirs_run)) for _ in range(repeats)]
+        return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+    for batch in (1, 8):
+        prompts = [make_prompt(rng) for _ in range(batch)]
+        uncached = conditioner(0)
+        ours, theirs = interleaved(lambda: uncached.encode(prompts), lambda: diffusers_call(prompts))
+        with peak_memory(device) as ours_mem:
+            uncached.encode(prompts)
+        with peak_memory(device) as theirs_mem:
+            diffusers_call(prompts)
+        ratios[f"batch{batch}"] = theirs / ours
+        print(f"(a) batch {batch}: sdclip {batch / ours:6.2f} prompts/s (peak +{ours_mem['peak_mib']:.0f} MiB), "
+              f"diffusers {batch / theirs:6.2f} prompts/s (peak +{theirs_mem['peak_mib']:.0f} MiB)")
+
+    n_requests = 16 if args.quick else 64
+    unique = [make_prompt(rng) for _ in range(n_requests * 3 // 4)]
+    requests = unique + [rng.choice(unique) for _ in range(n_requests - len(unique))]
+    rng.shuffle(requests)
+
+    def workload() -> tuple[float, float, float]:
+        """(sdclip seconds, diffusers seconds, MiB in sdclip's cache), request by request interleaved so
+        both sides see the same machine load (other jobs share this CPU)."""
+        cond = conditioner(256)  # a fresh cache each run: the first request pays like everyone else
+        ours = theirs = 0.0
+        for prompt in requests:
+            ours += timed(lambda: cond.encode(prompt, NEGATIVE, num_images_per_prompt=4))
+            theirs += timed(lambda: diffusers_call(prompt, NEGATIVE, 4))
+        cached = sum(t.nbytes for entry in cond._cache._items.values() for t in entry if hasattr(t, "nbytes"))
+        return ours, theirs, cached / 2**20
+
+    runs = [workload() for _ in range(repeats)]
+    ours = statistics.median(run[0] for run in runs)
+    theirs = statistics.median(run[1] for run in runs)
+    ratios["realistic"] = theirs / ours
+    print(f"(b) {n_requests} requests x 4 images, shared negative, 25% repeats: "
+          f"sdclip {n_requests / ours:.2f} requests/s (cache holds {runs[0][2]:.0f} MiB at the end), "
+          f"diffusers {n_requests / theirs:.2f} requests/s")
+    for name, value in ratios.items():
+        print(f"RATIO {name} {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()
