@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _checkpoint as ckpt
 from .errors import ModelSourceError
 from .sources import DEFAULT_MODEL, ResolvedSource, resolve_source
-from .tokenizer import SHIPPED_TOKENIZER_DIR, has_tokenizer_files, load_tokenizer
+from .tokenizer import SHIPPED_TOKENIZER_DIR, copy_tokenizer, has_tokenizer_files, load_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -372,12 +372,16 @@ def _single_file_encoders(
     return LoadedTextEncoders(encoders, sdxl=True, force_zeros_for_empty_prompt=True)  # diffusers' default
 
 
-@functools.lru_cache(maxsize=1)
 def _openclip_tokenizer() -> CLIPTokenizer:
     """sdclip's shipped tokenizer, padding with ``!`` (id 0) as SDXL's ``tokenizer_2`` does.
 
-    A separate instance: the shared one from ``load_tokenizer()`` pads with the end-of-text token.
+    Like ``load_tokenizer``, each call returns its own copy (textual inversion adds tokens to it).
     """
+    return copy_tokenizer(_openclip_tokenizer_cached())
+
+
+@functools.lru_cache(maxsize=1)
+def _openclip_tokenizer_cached() -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER_DIR), pad_token=_OPENCLIP_PAD_TOKEN)
