@@ -196,7 +196,8 @@ def tiny_sdxl_pipeline(
             pooled_dim=text_config_2["projection_dim"],
             seed=seed,
         ),
-        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                                steps_offset=1),
         force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
         add_watermarker=False,
     )
