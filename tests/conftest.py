@@ -30,6 +30,21 @@ def sd_pipe():
 
 
 @pytest.fixture(scope="session")
+def sdxl_pipe():
+    """A tiny StableDiffusionXLPipeline: random L/14- and bigG-shaped text encoders (tokenizer_2 pads with '!')."""
+    from sdclip.testing import tiny_sdxl_pipeline
+
+    return tiny_sdxl_pipeline()
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipeline_folder(sdxl_pipe, model_dir) -> Path:
+    folder = model_dir / "tiny-sdxl"
+    sdxl_pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
 

@@ -33,15 +33,15 @@ OPTIONS = dict(device="cpu", dtype="fp32")
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return tiny_sdxl_pipeline()
+def pipe(sdxl_pipe):
+    """conftest's tiny SDXL pipeline."""
+    return sdxl_pipe
 
 
 @pytest.fixture(scope="module")
-def folder(pipe, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("sdxl") / "pipeline"
-    pipe.save_pretrained(path)
-    return path
+def folder(sdxl_pipeline_folder) -> Path:
+    """conftest's tiny SDXL pipeline, saved with save_pretrained."""
+    return sdxl_pipeline_folder
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +226,83 @@ def test_pipeline_kwargs_and_cache(pipe):
     assert len(cond._cache) == 2 * 3  # two encoders × {a cat, a dog, blurry}: repeats encoded once
     cond.encode("a cat", "blurry", prompt_2="a dog", clip_skip_negative="diffusers")
     assert len(cond._cache) == 2 * 3  # same texts, same settings: all from the cache
+
+
+# -- long prompts, weights, textual inversion ------------------------------------------------------
+
+BOS, EOS, CAT, DOG, BANG = 49406, 49407, 2368, 1929, 0
+
+
+def chunk(tokens: list[int], pad: int) -> list[int]:
+    """BOS, tokens, EOS, padding: one 77-id chunk laid out by hand (pad: EOS for encoder 1, '!' for 2)."""
+    return [BOS, *tokens, EOS] + [pad] * (75 - len(tokens))
+
+
+@pytest.fixture(scope="module")
+def models64(pipe):
+    import copy
+
+    return [copy.deepcopy(pipe.text_encoder).double(), copy.deepcopy(pipe.text_encoder_2).double()]
+
+
+def hidden64(model, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """((k, 77, H) penultimate hidden states without the final norm, pooled of chunk 0), in float64."""
+    with torch.no_grad():
+        out = model(torch.tensor(ids), output_hidden_states=True)
+    return out.hidden_states[-2], getattr(out, "text_embeds", None)
+
+
+def a1111_reference(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A1111's "Original" emphasis on each chunk: scale by weight, then restore the chunk's mean."""
+    scaled = z * w[..., None]
+    return scaled * (z.mean(dim=(1, 2), keepdim=True) / scaled.mean(dim=(1, 2), keepdim=True))
+
+
+def test_long_prompt_chunks_each_encoder_and_pads_the_shorter(conditioners, models64):
+    """80 tokens for encoder 1 (two chunks), 1 for encoder 2: encoder 2 is padded with its own empty chunk."""
+    ids_1 = [chunk([CAT] * 75, EOS), chunk([CAT] * 5, EOS)]
+    ids_2 = [chunk([DOG], BANG), chunk([], BANG)]
+    (hidden_1, _), (hidden_2, pooled_2) = hidden64(models64[0], ids_1), hidden64(models64[1], ids_2)
+    expected = torch.cat([hidden_1.flatten(0, 1), hidden_2.flatten(0, 1)], dim=-1)
+    for source in ("folder", "single_file"):
+        result = conditioners[source].encode("cat " * 80, prompt_2="dog", truncate=False, num_images_per_prompt=2)
+        assert result.prompt_embeds.shape == (2, 154, 320)
+        assert result.prompt_ids[0].tolist() == ids_1[0] + ids_1[1]
+        assert (result.prompt_embeds[1].double() - expected).abs().max() < 1e-4
+        assert (result.pooled_prompt_embeds[0].double() - pooled_2[0]).abs().max() < 1e-4  # first chunk's
+        assert result.negative_prompt_embeds.shape == (2, 154, 320) and not result.negative_prompt_embeds.any()
+
+
+def test_a1111_weights_apply_to_each_encoder(conditioners, models64):
+    ids_1, ids_2 = [chunk([320, CAT, DOG], EOS)], [chunk([320, CAT, DOG], BANG)]  # "a cat dog"
+    weights = torch.ones(1, 77, dtype=torch.float64)
+    weights[0, 2] = 1.5
+    (hidden_1, _), (hidden_2, pooled_2) = hidden64(models64[0], ids_1), hidden64(models64[1], ids_2)
+    expected = torch.cat([a1111_reference(hidden_1, weights)[0], a1111_reference(hidden_2, weights)[0]], dim=-1)
+    result = conditioners["folder"].encode("a (cat:1.5) dog", "blurry", syntax="a1111")
+    assert (result.prompt_embeds[0].double() - expected).abs().max() < 1e-4
+    assert (result.pooled_prompt_embeds[0].double() - pooled_2[0]).abs().max() < 1e-4  # pooled is not weighted
+
+
+def test_textual_inversion_with_clip_l_and_clip_g_equals_diffusers(folder, tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    clip_l, clip_g = torch.randn(2, TINY_TEXT["hidden_size"]) * 0.02, torch.randn(2, TINY_TEXT_2["hidden_size"]) * 0.02
+    save_file({"clip_l": clip_l, "clip_g": clip_g}, str(tmp_path / "sparkle.safetensors"))
+    reference_pipe = tiny_sdxl_pipeline()  # diffusers' way: one call per encoder, it changes the pipeline
+    reference_pipe.load_textual_inversion(clip_l, token="sparkle", text_encoder=reference_pipe.text_encoder,
+                                          tokenizer=reference_pipe.tokenizer)
+    reference_pipe.load_textual_inversion(clip_g, token="sparkle", text_encoder=reference_pipe.text_encoder_2,
+                                          tokenizer=reference_pipe.tokenizer_2)
+    expected = reference(reference_pipe, ["a sparkle cat", "a dog"], negative_prompt=["sparkle", ""])
+
+    shared_pipe = tiny_sdxl_pipeline()
+    vocabulary = len(shared_pipe.tokenizer_2)
+    for cond in (TextConditioner.from_pretrained(folder, **OPTIONS), TextConditioner.from_pipeline(shared_pipe)):
+        assert cond.load_textual_inversion(tmp_path / "sparkle.safetensors") == ["sparkle", "sparkle_1"]
+        assert_close(cond.encode(["a sparkle cat", "a dog"], ["sparkle", ""]), expected)
+    assert len(shared_pipe.tokenizer_2) == vocabulary  # the user's pipeline is left alone
 
 
 # -- end to end ------------------------------------------------------------------------------------
