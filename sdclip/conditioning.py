@@ -10,188 +10,32 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._lru import LRUCache
+from .chunking import ChunkedPrompt, chunk_prompt, empty_chunk
+from .conditioning_types import (
+    SDXL_SPEC,
+    Conditioning,
+    EncodeSettings,
+    EncoderSpec,
+    TruncationWarning,
+    resolve_settings,
+)
 from .errors import PromptError, PromptTypeError
 from .loading import LoadedTextEncoder, LoadedTextEncoders, load_text_encoder, load_text_encoders
-from .chunking import ChunkedPrompt, chunk_prompt, empty_chunk
-from .prompt_parser import SYNTAXES
 from .prompt_tokens import PromptToken, prompt_tokens
-from .textual_inversion import expand_textual_inversion
-from .weighting import MODES, apply_weights
+from .prompts import second_prompts, validate_prompts
 from .sources import DEFAULT_MODEL
+from .textual_inversion import expand_textual_inversion
+from .weighting import apply_weights
+
+__all__ = ["Conditioning", "EncoderSpec", "SDXL_SPEC", "TextConditioner", "TruncationWarning"]
 
 if TYPE_CHECKING:
     import torch
-
-
-class TruncationWarning(UserWarning):
-    """A prompt was longer than the model's token limit and was cut (its end-of-text token kept)."""
-
-
-@dataclass
-class Conditioning:
-    """What a diffusers pipeline takes instead of prompt text.
-
-    Attributes:
-        prompt_embeds: (B·n, 77·k, hidden) per-token hidden states, k = number of 77-token chunks.
-        pooled_prompt_embeds: (B·n, dim) pooled embedding (EOS token, projected when the model has a
-            text projection).
-        negative_prompt_embeds: (B·n, 77·k, hidden), same k as the prompt.
-        negative_pooled_prompt_embeds: (B·n, dim).
-        prompt_ids: (B·n, 77·k) int64 token ids fed to the (first) text encoder.
-        negative_prompt_ids: (B·n, 77·k) int64; all -1 when the negative conditioning is zeros
-            rather than an encoded prompt (SDXL's ``force_zeros_for_empty_prompt``).
-        pipeline_takes_pooled: whether the pipeline's ``__call__`` takes the pooled pair (SDXL does,
-            SD 1.x/2.x do not).
-
-    For SDXL ``hidden`` is 768 + 1280 (both encoders' hidden states side by side) and ``dim`` 1280
-    (the second encoder's projected ``text_embeds``).
-    """
-
-    prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
-    negative_prompt_embeds: torch.Tensor
-    negative_pooled_prompt_embeds: torch.Tensor
-    prompt_ids: torch.Tensor
-    negative_prompt_ids: torch.Tensor
-    pipeline_takes_pooled: bool = field(default=False, repr=False)
-
-    def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
-        """The keyword arguments to pass to a diffusers pipeline call.
-
-        Example:
-            >>> images = pipe(**cond.encode("a cat").pipeline_kwargs(), num_inference_steps=20)  # doctest: +SKIP
-        """
-        kwargs = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
-        if self.pipeline_takes_pooled:
-            kwargs["pooled_prompt_embeds"] = self.pooled_prompt_embeds
-            kwargs["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
-        return kwargs
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """All tensors by field name (for saving with safetensors)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pipeline_takes_pooled"}
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """How one text encoder's hidden states become conditioning.
-
-    Attributes:
-        skip_offset: the hidden state used is ``hidden_states[-(clip_skip + skip_offset)]``
-            (1 for SD 1.x/2.x: the last layer; 2 for SDXL: the penultimate layer).
-        final_norm: whether that hidden state goes through the final layer norm (SD 1.x: yes;
-            SDXL: no).
-    """
-
-    skip_offset: int = 1
-    final_norm: bool = True
-
-
-SDXL_SPEC = EncoderSpec(skip_offset=2, final_norm=False)  # both SDXL encoders: penultimate layer, no norm
-
-
-@dataclass(frozen=True)
-class _Settings:
-    """Everything besides the text that changes an encoding (and so keys the cache)."""
-
-    clip_skip: int | None
-    syntax: str = "plain"
-    truncate: bool = True
-    weighting: str | None = None  # resolved: None (no weights), "a1111", "comfy" or "multiply"
-
-
-_DEFAULT_WEIGHTING = {"plain": None, "a1111": "a1111", "comfy": "comfy"}
-
-
-def _resolve_settings(clip_skip: Any, syntax: Any, truncate: Any, weighting: Any) -> _Settings:
-    if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
-        raise PromptError(f"clip_skip: expected None or an integer >= 0, got {clip_skip!r}")
-    if syntax not in SYNTAXES:
-        raise PromptError(f"syntax: expected one of {', '.join(map(repr, SYNTAXES))}, got {syntax!r}")
-    if not isinstance(truncate, bool):
-        raise PromptError(f"truncate: expected True or False, got {truncate!r}")
-    if weighting is not None and weighting not in MODES:
-        raise PromptError(f"weighting: expected None or one of {', '.join(map(repr, MODES))}, got {weighting!r}")
-    return _Settings(clip_skip, syntax, truncate, weighting or _DEFAULT_WEIGHTING[syntax])
-
-
-def _as_prompt_list(value: Any, name: str) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, Sequence):
-        raise PromptTypeError(f"{name}: expected a string or a list of strings, got {type(value).__name__}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise PromptTypeError(f"{name}[{index}]: expected a string, got {type(item).__name__} {item!r}")
-    return list(value)
-
-
-def validate_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
-    """Prompt and negative prompt as two lists of equal length (a single negative is shared).
-
-    Example:
-        >>> validate_prompts(["a cat", "a dog"], "blurry")
-        (['a cat', 'a dog'], ['blurry', 'blurry'])
-    """
-    prompts = _as_prompt_list(prompt, "prompt")
-    if not prompts:
-        raise PromptError("prompt: expected at least one prompt, got an empty list")
-    if negative_prompt is None:
-        return prompts, [""] * len(prompts)
-    return prompts, _one_per_prompt(negative_prompt, prompts, "negative_prompt", "negative prompt")
-
-
-def _one_per_prompt(value: Any, prompts: list[str], name: str, what: str) -> list[str]:
-    """``value`` as one text per prompt: a string is shared, a list must match ``prompts`` in length."""
-    if isinstance(value, str):
-        return [value] * len(prompts)
-    items = _as_prompt_list(value, name)
-    if len(items) != len(prompts):
-        raise PromptError(
-            f"{name}: has {len(items)} items but prompt has {len(prompts)}; "
-            f"pass one {what} per prompt, or a single string for all"
-        )
-    return items
-
-
-def _second_prompts(value: Any, first: list[str], name: str) -> list[str]:
-    """The texts for SDXL's second encoder: ``first`` when ``value`` is None or empty (as diffusers)."""
-    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
-        return first
-    return _one_per_prompt(value, first, name, name)
-
-
-class _LRUCache:
-    """A small least-recently-used map; ``max_size=0`` disables it."""
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._items: OrderedDict = OrderedDict()
-
-    def get(self, key: Any) -> Any:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: Any, value: Any) -> None:
-        if self.max_size <= 0:
-            return
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_size:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class TextConditioner:
@@ -230,7 +74,7 @@ class TextConditioner:
             raise PromptError(f"specs: expected one per encoder ({len(self.encoders)}), got {len(self.specs)}")
         self.pipeline_takes_pooled = pipeline_takes_pooled
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
-        self._cache = _LRUCache(cache_size)
+        self._cache = LRUCache(cache_size)
         self._truncated: list[tuple[str, str]] = []
         self._embeddings: list[dict[str, int]] = [{} for _ in self.encoders]  # textual inversion: name -> vectors
         self._owns_models = False  # from_pretrained sets it: then embeddings may extend the models in place
@@ -352,7 +196,7 @@ class TextConditioner:
 
     # -- tokens -------------------------------------------------------------------------------------
 
-    def _chunk(self, index: int, text: str, settings: _Settings) -> ChunkedPrompt:
+    def _chunk(self, index: int, text: str, settings: EncodeSettings) -> ChunkedPrompt:
         """``text`` in 77-token chunks for encoder ``index`` (textual-inversion tokens expanded)."""
         tokenizer = self.encoders[index].tokenizer
         text = expand_textual_inversion(text, self._embeddings[index], syntax=settings.syntax)
@@ -360,7 +204,7 @@ class TextConditioner:
 
     # -- model --------------------------------------------------------------------------------------
 
-    def _run_encoder(self, index: int, ids: torch.Tensor, settings: _Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run_encoder(self, index: int, ids: torch.Tensor, settings: EncodeSettings) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden (N, 77, H), pooled (N, D)) for a batch of chunk ids (N, 77)."""
         import torch
 
@@ -382,7 +226,7 @@ class TextConditioner:
             pooled = model.text_projection(pooled)
         return hidden, pooled
 
-    def _encode_texts(self, index: int, texts: list[str], settings: _Settings) -> dict[str, tuple]:
+    def _encode_texts(self, index: int, texts: list[str], settings: EncodeSettings) -> dict[str, tuple]:
         """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77)), through the cache.
 
         Pooled comes from the first chunk, as in A1111 and ComfyUI. The key ``None`` holds the empty
@@ -464,29 +308,14 @@ class TextConditioner:
             >>> cond.load_textual_inversion("embeddings/style.safetensors")  # doctest: +SKIP
             ['style', 'style_1']
         """
-        import copy
+        from .textual_inversion import load_into_encoders
 
-        from .errors import EmbeddingError
-        from .textual_inversion import add_embedding, read_embedding, token_names
-        from .tokenizer import copy_tokenizer
-
-        name, vectors = read_embedding(path, allow_pickle=allow_pickle)
-        name = token or name
-        if len(vectors) != len(self.encoders):
-            raise EmbeddingError(
-                f"embedding '{path}': holds vectors for {len(vectors)} text encoder(s), this model has "
-                f"{len(self.encoders)}"
-            )
-        for index, loaded in enumerate(self.encoders):
-            tokenizer, model = copy_tokenizer(loaded.tokenizer), loaded.model
-            if not self._owns_models:
-                model = copy.deepcopy(model)
-            add_embedding(model, tokenizer, name, vectors[index], source=str(path))
-            self.encoders[index] = LoadedTextEncoder(model, tokenizer, loaded.source)
-            self._embeddings[index][name] = vectors[index].shape[0]
+        added = load_into_encoders(
+            self.encoders, self._embeddings, path, token=token, allow_pickle=allow_pickle, copy_models=not self._owns_models
+        )
         self._owns_models = True
         self.clear_cache()
-        return token_names(name, vectors[0].shape[0])
+        return added
 
     def parse(self, prompt: str, *, syntax: str = "plain", truncate: bool = True) -> list[PromptToken]:
         """The tokens the first encoder sees for ``prompt``: chunk, position, weight, truncation.
@@ -500,7 +329,7 @@ class TextConditioner:
         """
         if not isinstance(prompt, str):
             raise PromptTypeError(f"prompt: expected a string, got {type(prompt).__name__}")
-        settings = _resolve_settings(None, syntax, truncate, None)
+        settings = resolve_settings(None, syntax, truncate, None)
         tokenizer = self.tokenizer
         chunked = self._chunk(0, prompt, settings)
         return prompt_tokens(chunked, tokenizer)
@@ -574,11 +403,11 @@ class TextConditioner:
             raise PromptError(
                 "prompt_2: this model has one text encoder; prompt_2 and negative_prompt_2 are for SDXL's second one"
             )
-        prompts_2 = _second_prompts(prompt_2, prompts, "prompt_2")
-        negatives_2 = _second_prompts(negative_prompt_2, negatives, "negative_prompt_2")
+        prompts_2 = second_prompts(prompt_2, prompts, "prompt_2")
+        negatives_2 = second_prompts(negative_prompt_2, negatives, "negative_prompt_2")
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise PromptError(f"num_images_per_prompt: expected an integer >= 1, got {num_images_per_prompt!r}")
-        settings = _resolve_settings(clip_skip, syntax, truncate, weighting)
+        settings = resolve_settings(clip_skip, syntax, truncate, weighting)
         self._check_clip_skip(clip_skip)
         if clip_skip_negative not in ("same", "diffusers"):
             raise PromptError(f"clip_skip_negative: expected 'same' or 'diffusers', got {clip_skip_negative!r}")

@@ -122,3 +122,39 @@ def expand_textual_inversion(text: str, added: dict[str, int], *, syntax: str = 
         if count > 1 and name in text:
             text = text.replace(name, " ".join(token_names(name, count)))
     return text
+
+
+def load_into_encoders(
+    encoders: list,
+    embeddings: list[dict[str, int]],
+    path: str | Path,
+    *,
+    token: str | None,
+    allow_pickle: bool,
+    copy_models: bool,
+) -> list[str]:
+    """Add the embedding in ``path`` to each of ``encoders`` (a conditioner's ``LoadedTextEncoder``
+    list, replaced in place by extended ones) and record its vector counts in ``embeddings``.
+
+    Tokenizers are always copied first; models too when ``copy_models`` (they belong to the caller).
+    Returns the tokens added to the first tokenizer.
+    """
+    import copy
+
+    from .loading import LoadedTextEncoder
+    from .tokenizer import copy_tokenizer
+
+    name, vectors = read_embedding(path, allow_pickle=allow_pickle)
+    name = token or name
+    if len(vectors) != len(encoders):
+        raise EmbeddingError(
+            f"embedding '{path}': holds vectors for {len(vectors)} text encoder(s), this model has {len(encoders)}"
+        )
+    for index, loaded in enumerate(encoders):
+        tokenizer, model = copy_tokenizer(loaded.tokenizer), loaded.model
+        if copy_models:
+            model = copy.deepcopy(model)
+        add_embedding(model, tokenizer, name, vectors[index], source=str(path))
+        encoders[index] = LoadedTextEncoder(model, tokenizer, loaded.source)
+        embeddings[index][name] = vectors[index].shape[0]
+    return token_names(name, vectors[0].shape[0])

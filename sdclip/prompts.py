@@ -1,0 +1,57 @@
+"""Prompt arguments as lists of strings: one text per prompt, checked, with errors that name the item.
+
+Pure Python (no torch), shared by the text conditioner and the scorer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import PromptError, PromptTypeError
+
+
+def as_prompt_list(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Sequence):
+        raise PromptTypeError(f"{name}: expected a string or a list of strings, got {type(value).__name__}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise PromptTypeError(f"{name}[{index}]: expected a string, got {type(item).__name__} {item!r}")
+    return list(value)
+
+
+def validate_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
+    """Prompt and negative prompt as two lists of equal length (a single negative is shared).
+
+    Example:
+        >>> validate_prompts(["a cat", "a dog"], "blurry")
+        (['a cat', 'a dog'], ['blurry', 'blurry'])
+    """
+    prompts = as_prompt_list(prompt, "prompt")
+    if not prompts:
+        raise PromptError("prompt: expected at least one prompt, got an empty list")
+    if negative_prompt is None:
+        return prompts, [""] * len(prompts)
+    return prompts, one_per_prompt(negative_prompt, prompts, "negative_prompt", "negative prompt")
+
+
+def one_per_prompt(value: Any, prompts: list[str], name: str, what: str) -> list[str]:
+    """``value`` as one text per prompt: a string is shared, a list must match ``prompts`` in length."""
+    if isinstance(value, str):
+        return [value] * len(prompts)
+    items = as_prompt_list(value, name)
+    if len(items) != len(prompts):
+        raise PromptError(
+            f"{name}: has {len(items)} items but prompt has {len(prompts)}; "
+            f"pass one {what} per prompt, or a single string for all"
+        )
+    return items
+
+
+def second_prompts(value: Any, first: list[str], name: str) -> list[str]:
+    """The texts for SDXL's second encoder: ``first`` when ``value`` is None or empty (as diffusers)."""
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return first
+    return one_per_prompt(value, first, name, name)
