@@ -15,58 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _checkpoint as ckpt
+from .devices import resolve_device, resolve_dtype
 from .errors import ModelSourceError
-from .sources import DEFAULT_MODEL, ResolvedSource, resolve_source
+from .sources import DEFAULT_MODEL, ResolvedSource, model_index, pipeline_text_encoders, resolve_source
 from .tokenizer import SHIPPED_TOKENIZER_DIR, copy_tokenizer, has_tokenizer_files, load_tokenizer
 
 if TYPE_CHECKING:
     import torch
     from transformers import CLIPModel, CLIPTokenizer
 
-_DTYPES = {
-    "fp32": "float32", "float32": "float32", "float": "float32",
-    "fp16": "float16", "float16": "float16", "half": "float16",
-    "bf16": "bfloat16", "bfloat16": "bfloat16",
-}  # fmt: skip
 _TOKENIZER_FOR = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
 _OPENCLIP_PAD_TOKEN = "!"  # OpenCLIP pads with id 0 ("!"), and so does SDXL's tokenizer_2
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a ``torch.device``; None means CUDA when available, else CPU.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ModelSourceError(f"device '{device}': not a torch device (expected cpu, cuda, cuda:1, mps...)") from error
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``dtype`` as a ``torch.dtype``; None means float16 on CUDA, float32 elsewhere.
-
-    Example:
-        >>> import torch
-        >>> resolve_dtype("fp16", torch.device("cpu"))
-        torch.float16
-    """
-    import torch
-
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
-    if name is None:
-        raise ModelSourceError(f"dtype '{dtype}': expected one of fp32, fp16, bf16")
-    return getattr(torch, name)
 
 
 @dataclass
@@ -291,8 +250,8 @@ def load_text_encoders(
     device_ = resolve_device(device)
     dtype_ = resolve_dtype(dtype, device_)
     if resolved.kind == "pipeline":
-        index = _model_index(resolved)
-        parts = _pipeline_text_encoders(resolved, index)
+        index = model_index(resolved)
+        parts = pipeline_text_encoders(resolved, index)
         options = dict(device=device_, dtype=dtype_, allow_pickle=allow_pickle)
         encoders = [_load_encoder(resolved, part, **options) for part in parts]
         if "text_encoder_2" not in parts:
@@ -302,49 +261,6 @@ def load_text_encoders(
     if resolved.kind == "single_file":
         return _single_file_encoders(resolved, device=device_, dtype=dtype_, allow_pickle=allow_pickle)
     return LoadedTextEncoders([_load_encoder(resolved, None, device=device_, dtype=dtype_, allow_pickle=allow_pickle)])
-
-
-def _model_index(resolved: ResolvedSource) -> dict:
-    path = resolved.path / "model_index.json"
-    return ckpt.read_json(path) if path.is_file() else {}
-
-
-def _has_component(resolved: ResolvedSource, index: dict, part: str) -> bool:
-    """Whether a pipeline has ``part``: per ``model_index.json`` when it names it, else per the folder."""
-    if part in index:
-        entry = index[part]
-        return isinstance(entry, list) and bool(entry) and entry[0] is not None  # [null, null]: not used
-    return (resolved.path / part).is_dir()
-
-
-def _pipeline_text_encoders(resolved: ResolvedSource, index: dict) -> list[str]:
-    """The text encoder subfolders a pipeline conditions with, checked to be present and CLIP."""
-    if _has_component(resolved, index, "text_encoder_3"):
-        raise ModelSourceError(
-            f"model '{resolved.name}': pipeline has a third text encoder (text_encoder_3, as Stable Diffusion 3); "
-            "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
-        )
-    if not _has_component(resolved, index, "text_encoder_2"):
-        return ["text_encoder"]
-    parts = ["text_encoder_2"]  # the SDXL refiner has no first encoder
-    if _has_component(resolved, index, "text_encoder"):
-        parts.insert(0, "text_encoder")
-    for part in parts:
-        config_path = resolved.path / part / "config.json"
-        if not config_path.is_file():
-            first_alone = part == "text_encoder_2" and "text_encoder" in parts
-            raise ModelSourceError(
-                f"model '{resolved.name}': SDXL pipeline folder has no {part}/config.json; SDXL conditions on "
-                f"{' and '.join(parts)}: copy the complete folder (with tokenizer_2/)"
-                + (", or pass subfolder='text_encoder' to load the first encoder alone" if first_alone else "")
-            )
-        architectures = ckpt.read_json(config_path).get("architectures") or ["an unknown model"]
-        if not str(architectures[0]).startswith("CLIP"):
-            raise ModelSourceError(
-                f"model '{resolved.name}': {part} is {architectures[0]}, not a CLIP text encoder; sdclip conditions "
-                "SD 1.x/2.x and SDXL pipelines, whose text encoders are all CLIP"
-            )
-    return parts
 
 
 def _single_file_encoders(

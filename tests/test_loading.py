@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sdclip import ModelSourceError, PickleRefusedError, TextConditioner, WeightsNotAvailableError
-from sdclip.loading import load_text_encoder, resolve_dtype, tokenizer_for_source
+from sdclip.devices import resolve_dtype
+from sdclip.loading import load_text_encoder, tokenizer_for_source
 from sdclip.sources import resolve_source
 
 PROMPTS = ["a photo of a cat", "", "portrait, (masterpiece:1.2)"]
