@@ -40,8 +40,6 @@ __all__ = [
     "tokens",
 ]  # fmt: skip
 
-SYNTAXES = ("plain", "a1111", "comfy")
-WEIGHTINGS = (None, "a1111", "comfy", "multiply")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -53,30 +51,10 @@ def _check_prompt(prompt: Any, name: str = "prompt") -> str:
     return prompt
 
 
-def _options(method: Any, syntax: str, truncate: bool, weighting: str | None = None) -> dict[str, Any]:
-    """The keyword arguments for ``cond.parse`` / ``cond.encode``: only options that differ from the default.
-
-    So this module works with conditioners that read plain prompts only, and passes prompt syntax on
-    to those that read it.
-    """
-    import inspect
-
+def _options(syntax: str, truncate: bool, weighting: str | None = None) -> dict[str, Any]:
+    """The prompt options for ``cond.parse`` (syntax, truncate) / ``cond.encode`` (and weighting), checked."""
     check_options(syntax, weighting)
-    options: dict[str, Any] = {}
-    if syntax != "plain":
-        options["syntax"] = syntax
-    if truncate is not True:
-        options["truncate"] = bool(truncate)
-    if weighting is not None:
-        options["weighting"] = weighting
-    accepted = inspect.signature(method).parameters
-    for name, value in options.items():
-        if name not in accepted:
-            raise PromptError(
-                f"{name}={value!r}: this TextConditioner reads plain prompts only; "
-                "update sdclip to one with prompt syntax support, or leave the option out"
-            )
-    return options
+    return {"syntax": syntax, "truncate": truncate} | ({"weighting": weighting} if weighting is not None else {})
 
 
 def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
@@ -87,12 +65,11 @@ def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
         >>> check_options("markdown")
         Traceback (most recent call last):
         ...
-        sdclip.errors.PromptError: syntax 'markdown': expected one of plain, a1111, comfy
+        sdclip.errors.PromptError: syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'
     """
-    if syntax not in SYNTAXES:
-        raise PromptError(f"syntax {syntax!r}: expected one of {', '.join(SYNTAXES)}")
-    if weighting not in WEIGHTINGS:
-        raise PromptError(f"weighting {weighting!r}: expected one of {', '.join(map(str, WEIGHTINGS))}")
+    from .conditioning_types import resolve_settings
+
+    resolve_settings(None, syntax, True, weighting)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -100,14 +77,6 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     import torch
 
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
-
-
-def _weightless_conditioner(tokenizer: Any) -> TextConditioner:
-    """A conditioner around ``tokenizer`` alone: enough to ``parse``, never to ``encode``."""
-    from .conditioning import TextConditioner
-    from .loading import LoadedTextEncoder
-
-    return TextConditioner([LoadedTextEncoder(model=None, tokenizer=tokenizer, source=None)], cache_size=0)
 
 
 def _kept(tokens: list[PromptToken], chunk_length: int) -> list[tuple[PromptToken, int]]:
@@ -157,15 +126,15 @@ def tokens(prompt: str, source: Any = None, *, syntax: str = "plain", truncate: 
 
     from .conditioning import TextConditioner
     from .loading import tokenizer_for_source
+    from .prompt_tokens import tokenize_prompt
 
     _check_prompt(prompt)
+    options = _options(syntax, truncate)
     if isinstance(source, TextConditioner):
-        cond = source
-    elif source is None or isinstance(source, (str, os.PathLike)):
-        cond = _weightless_conditioner(tokenizer_for_source(source))
+        parsed = source.parse(prompt, **options)
     else:
-        cond = _weightless_conditioner(source)
-    parsed = cond.parse(prompt, **_options(cond.parse, syntax, truncate))
+        tokenizer = tokenizer_for_source(source) if source is None or isinstance(source, (str, os.PathLike)) else source
+        parsed = tokenize_prompt(prompt, tokenizer, **options)
     return TokenList(prompt=prompt, syntax=syntax, tokens=list(parsed))
 
 
@@ -253,8 +222,8 @@ def embedding_report(
     import torch
 
     _check_prompt(prompt)
-    parsed = cond.parse(prompt, **_options(cond.parse, syntax, truncate))
-    options = _options(cond.encode, syntax, truncate, weighting)
+    parsed = cond.parse(prompt, **_options(syntax, truncate))
+    options = _options(syntax, truncate, weighting)
     if clip_skip is not None:
         options["clip_skip"] = clip_skip
     result = cond.encode(prompt, **options)  # the negative is the empty prompt, encoded in the same call
@@ -313,8 +282,8 @@ def token_similarity(
     import torch
 
     _check_prompt(prompt)
-    parsed = cond.parse(prompt, **_options(cond.parse, syntax, truncate))
-    result = cond.encode(prompt, **_options(cond.encode, syntax, truncate, weighting))
+    parsed = cond.parse(prompt, **_options(syntax, truncate))
+    result = cond.encode(prompt, **_options(syntax, truncate, weighting))
     chunk_length = cond.tokenizer.model_max_length
     kept = _kept(parsed, chunk_length)
     _check_rows(kept, result.prompt_ids[0])
@@ -356,8 +325,8 @@ def compare(
 
     _check_prompt(prompt_a, "prompt_a")
     _check_prompt(prompt_b, "prompt_b")
-    parse_options = _options(cond.parse, syntax, truncate)
-    encode_options = _options(cond.encode, syntax, truncate, weighting)
+    parse_options = _options(syntax, truncate)
+    encode_options = _options(syntax, truncate, weighting)
     chunk_length = cond.tokenizer.model_max_length
     encoded = [cond.encode(p, **encode_options) for p in (prompt_a, prompt_b)]
     kept = [_kept(cond.parse(p, **parse_options), chunk_length) for p in (prompt_a, prompt_b)]
@@ -415,7 +384,7 @@ def similarity_matrix(
         raise PromptError("prompts: expected a non-empty list of prompts")
     for i, prompt in enumerate(prompts):
         _check_prompt(prompt, f"prompts[{i}]")
-    result = cond.encode(list(prompts), **_options(cond.encode, syntax, truncate, weighting))
+    result = cond.encode(list(prompts), **_options(syntax, truncate, weighting))
     with torch.inference_mode():
         pooled = torch.nn.functional.normalize(result.pooled_prompt_embeds.float(), dim=-1)  # (N, D)
         values = (pooled @ pooled.T).clamp(-1.0, 1.0).tolist()

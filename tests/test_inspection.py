@@ -7,7 +7,6 @@ so they share no code with ``TextConditioner``; nearest tokens are found by brut
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 
 import numpy as np
@@ -26,7 +25,6 @@ from sdclip.tokenizer import load_tokenizer
 
 TOL = 1e-5  # float32 model vs float64 reference, on values of order 1
 LONG = "a photo of a cat, " + "very " * 80 + "detailed"
-SYNTAX_SUPPORTED = "syntax" in inspect.signature(TextConditioner.parse).parameters
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +106,7 @@ def test_tokens_rows_dict_and_table():
 
 
 @pytest.mark.parametrize("bad, error, message", [
-    ({"syntax": "markdown"}, PromptError, "syntax 'markdown': expected one of plain, a1111, comfy"),
+    ({"syntax": "markdown"}, PromptError, "syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'"),
     ({"prompt": 3}, PromptTypeError, "prompt: expected a string, got int"),
 ])  # fmt: skip
 def test_tokens_errors(bad, error, message):
@@ -116,20 +114,15 @@ def test_tokens_errors(bad, error, message):
         inspection.tokens(bad.pop("prompt", "a cat"), **bad)
 
 
-def test_syntax_is_passed_on_or_refused(cond):
-    if SYNTAX_SUPPORTED:  # after the prompt-syntax merge: weights come through, with or without a model
-        for source in (cond, load_tokenizer(), None):
-            result = inspection.tokens("a (cat:1.5)", source, syntax="a1111")
-            assert [(t.text, t.weight) for t in result.tokens if t.text == "cat</w>"] == [("cat</w>", 1.5)]
-        report = inspection.embedding_report(cond, "a (cat:1.5)", syntax="a1111", k=0)
-        assert [t.weight for t in report.tokens if t.text == "cat</w>"] == [1.5]
-        long = inspection.embedding_report(cond, LONG, truncate=False, k=0)
-        assert long.n_chunks == 2 and not any(t.truncated for t in long.tokens)
-    else:
-        with pytest.raises(PromptError, match=r"syntax='a1111': this TextConditioner reads plain prompts only"):
-            inspection.tokens("a (cat:1.5)", cond, syntax="a1111")
-        with pytest.raises(PromptError, match=r"truncate=False: this TextConditioner reads plain prompts only"):
-            inspection.embedding_report(cond, "a cat", truncate=False)
+def test_syntax_reaches_tokens_and_reports(cond):
+    # weights come through, with or without a model
+    for source in (cond, load_tokenizer(), None):
+        result = inspection.tokens("a (cat:1.5)", source, syntax="a1111")
+        assert [(t.text, t.weight) for t in result.tokens if t.text == "cat</w>"] == [("cat</w>", 1.5)]
+    report = inspection.embedding_report(cond, "a (cat:1.5)", syntax="a1111", k=0)
+    assert [t.weight for t in report.tokens if t.text == "cat</w>"] == [1.5]
+    long = inspection.embedding_report(cond, LONG, truncate=False, k=0)
+    assert long.n_chunks == 2 and not any(t.truncated for t in long.tokens)
 
 
 # -- embedding report ----------------------------------------------------------------------------
@@ -307,7 +300,7 @@ def test_token_similarity_matches_direct_computation(pipe, cond):
     (lambda c: inspection.similarity_matrix(c, ["a", 2]), PromptTypeError, r"prompts\[1\]: expected a string"),
     (lambda c: inspection.compare(c, "a", None), PromptTypeError, "prompt_b: expected a string, got NoneType"),
     (lambda c: inspection.embedding_report(c, "a", k=-1), PromptError, "k: expected an integer >= 0, got -1"),
-    (lambda c: inspection.embedding_report(c, "a", weighting="loud"), PromptError, "weighting 'loud': expected one"),
+    (lambda c: inspection.embedding_report(c, "a", weighting="loud"), PromptError, "weighting: expected None or one of 'a1111', 'comfy', 'multiply', got 'loud'"),
 ])  # fmt: skip
 def test_api_errors(cond, call, error, message):
     with pytest.raises(error, match=message):
@@ -355,8 +348,8 @@ def test_cli_inspect(model_folder, tmp_path, capsys, cond):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--syntax", "markdown"], "sdclip inspect: error: syntax 'markdown': expected one of plain, a1111, comfy"),
-    (["--weighting", "loud"], "sdclip inspect: error: weighting 'loud': expected one of None, a1111, comfy, multiply"),
+    (["--syntax", "markdown"], "sdclip inspect: error: syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'"),
+    (["--weighting", "loud"], "sdclip inspect: error: weighting: expected None or one of 'a1111', 'comfy', 'multiply', got 'loud'"),
     (["--model", "no/such/folder"], "sdclip inspect: error: model 'no/such/folder': no such file or folder"),
     (["--json", "out.txt"], "sdclip inspect: error: --json 'out.txt': expected a file ending in .json"),
 ])  # fmt: skip
