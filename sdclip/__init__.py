@@ -34,11 +34,15 @@ _EXPORTS = {
     "PromptTypeError": "sdclip.errors",
     "ImageInputError": "sdclip.errors",
     "EmbeddingError": "sdclip.errors",
+    "ClipScorer": "sdclip.scoring",
+    "Ranking": "sdclip.scoring",
+    "clip": "sdclip.clip",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from . import clip
     from .conditioning import Conditioning, EncoderSpec, TextConditioner, TruncationWarning
     from .errors import (
         EmbeddingError,
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
         WeightsNotAvailableError,
     )
     from .loading import load_clip_model, load_text_encoder
+    from .scoring import ClipScorer, Ranking
     from .sources import resolve_source
     from .tokenizer import load_tokenizer
 
@@ -59,7 +64,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'sdclip' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)  # a submodule export
     globals()[name] = value
     return value
 
