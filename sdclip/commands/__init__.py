@@ -1,5 +1,5 @@
 """The CLI's subcommands, one module each; ``COMMANDS`` is the order ``sdclip --help`` lists them."""
 
-from . import encode, tokens
+from . import encode, score, tokens
 
-COMMANDS = [encode, tokens]
+COMMANDS = [encode, tokens, score]
