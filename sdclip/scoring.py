@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -135,6 +136,14 @@ def _texts(texts: Any, name: str) -> list[str]:
     return list(items)
 
 
+def _caller_level() -> int:
+    """``stacklevel`` that points a warning at the first frame outside sdclip (the user's call)."""
+    frame, level = sys._getframe(1), 1  # level 1: the frame that calls warnings.warn
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("sdclip."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _pooled(output: Any) -> torch.Tensor:
     """Projected features from ``get_*_features``: a tensor (transformers 4) or a model output (5)."""
     return output if hasattr(output, "ndim") else output.pooler_output
@@ -250,7 +259,7 @@ class ClipScorer:
                 dropped = self.tokenizer.decode(ids[limit - 1 : -1])
                 warnings.warn(
                     f"prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than {limit} tokens; "
-                    f"scored without: {dropped!r}", TruncationWarning, stacklevel=5,
+                    f"scored without: {dropped!r}", TruncationWarning, stacklevel=_caller_level(),
                 )
                 ids = ids[: limit - 1] + ids[-1:]
             rows.append(ids)
