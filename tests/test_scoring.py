@@ -31,6 +31,15 @@ LONG_PROMPT = "a cat " + "with very long fur, " * 30 + "at sunset"  # ~160 token
 FAST_TOLERANCE = 0.05
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models: with two OpenMP threads on a busy 2-core machine, spin-waits cost ~50x; one is enough."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model():
     return random_clip_model(TINY_TEXT, VISION, seed=1)

@@ -226,8 +226,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and not args.out:
         raise SdclipError("--resume: needs --out (the file to resume)")
-    pairs = _pairs_from_args(args)
     out = output_path(args.out, suffixes=(".csv", ".jsonl")) if args.out else None
+    pairs = _pairs_from_args(args)
     done: list[dict] = []
     if out is not None and args.resume and out.exists():
         wanted = set(pairs)
