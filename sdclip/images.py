@@ -429,10 +429,10 @@ def preprocess_tensors(
     table = _normalize_table(config, device)
     groups: dict[tuple, list[int]] = {}
     for index, image in enumerate(images):
-        groups.setdefault((tuple(image.shape), image.dtype), []).append(index)
+        groups.setdefault((tuple(image.shape), image.dtype, image.device), []).append(index)
     mode = _RESAMPLE_MODES.get(config.resample, "bicubic")
     options = {"mode": mode} if mode.startswith("nearest") else {"mode": mode, "antialias": True, "align_corners": False}
-    for (shape, _), indices in groups.items():
+    for (shape, _, _), indices in groups.items():
         batch = torch.stack([images[i] for i in indices]).to(device, non_blocking=True)  # (B, 3, H, W)
         batch = batch.float() if batch.dtype == torch.uint8 else (batch.float() * 255).round()  # 0..255
         height, width = shape[-2:]
