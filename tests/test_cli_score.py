@@ -181,6 +181,11 @@ def test_bad_images_become_error_rows(tmp_path, model_dir, capsys, monkeypatch, 
 # -- one-line errors, exit code 2 -----------------------------------------------------------------
 
 
+def _image(tmp_path: Path) -> Path:
+    Image.new("RGB", (8, 8)).save(tmp_path / "one.png")
+    return tmp_path / "one.png"
+
+
 def _pairs(tmp_path: Path, name: str, text: str) -> Path:
     (tmp_path / name).write_text(text)
     return tmp_path / name
@@ -206,6 +211,10 @@ def _pairs(tmp_path: Path, name: str, text: str) -> Path:
          "--images: use --images with --prompt, or --pairs alone"),
         (lambda t: ["--images", t, "--prompt", "x", "--resume"], "--resume: needs --out"),
         (lambda t: ["--images", t, "--prompt", "x", "--out", t / "s.txt"], "--out '{t}/s.txt': expected a file ending"),
+        (lambda t: ["--images", _image(t), "--prompt", "x", "--out", _pairs(t, "s.csv", "a,b\n1,2\n"), "--resume"],
+         "--out '{t}/s.csv': not an sdclip score file (its header is not image,prompt,score,rank,error)"),
+        (lambda t: ["--images", _image(t), "--prompt", "x", "--out", _pairs(t, "s.jsonl", '{"a": 1}\n'), "--resume"],
+         "--out '{t}/s.jsonl': row 1 is not an sdclip score row; refusing to resume into it"),
         (lambda t: ["--images", t, "--prompt", "x", "--bogus"], "sdclip: error: unrecognized arguments: --bogus"),
         (lambda t: ["--images", t, "--prompt", "x", "--batch-size", "0"],
          "argument --batch-size: expected an integer >= 1, got '0'"),

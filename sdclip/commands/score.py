@@ -151,17 +151,29 @@ def _parse(line: str, suffix: str) -> dict | None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The whole rows of an output file (a half-written last line and the CSV header are skipped)."""
+    """The whole rows of an output file (a half-written last line is skipped).
+
+    Raises:
+        SdclipError: the file is not an ``sdclip score`` output (so ``--resume`` will not overwrite it).
+    """
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
     if not text.endswith("\n"):  # the run stopped mid-line: that row is incomplete
         text = text[: text.rfind("\n") + 1]
+    if suffix == ".csv":
+        records = _csv_records(text)
+        if records and records[0].strip() != ",".join(COLUMNS):
+            raise SdclipError(f"--out '{path}': not an sdclip score file (its header is not "
+                              f"{','.join(COLUMNS)}); refusing to resume into it")
+        records = records[1:]
+    else:
+        records = [line for line in text.splitlines(keepends=True) if line.strip()]
     rows = []
-    lines = text.splitlines(keepends=True) if suffix == ".jsonl" else _csv_records(text)
-    for line in lines:
-        row = _parse(line, suffix)
-        if row is not None:  # the CSV header does not parse as a row (its score is not a number)
-            rows.append(row)
+    for number, record in enumerate(records, start=1):
+        row = _parse(record, suffix)
+        if row is None:
+            raise SdclipError(f"--out '{path}': row {number} is not an sdclip score row; refusing to resume into it")
+        rows.append(row)
     return rows
 
 
