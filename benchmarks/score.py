@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None, help="prompts (4 images each); default 16, quick 4")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (median); default 3, quick 2")
     parser.add_argument("--device", default=None, help="default: cuda if available")
-    parser.add_argument("--batch-size", type=int, default=None, help="sdclip batch (default 64 cuda, 16 cpu)")
+    parser.add_argument("--batch-size", type=int, default=None, help="sdclip batch (default 64 cuda, 4 cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="GPU dense fp16/bf16 peak (default: from the GPU name, e.g. H100/H200 989)")
@@ -219,9 +219,9 @@ def main() -> None:
             print(f"  repeat {repeat + 1}/{repeats} {name}: {times[name][-1]:.2f} s", flush=True)
 
     speed = {name: len(images) / statistics.median(ts) for name, ts in times.items()}
-    print(f"\n{'method':<24}{'median s':>10}{'images/s':>11}")
+    print(f"\n{'method':<24}{'median s':>10}{'images/s':>11}{'best s':>9}  (best: the least disturbed repeat)")
     for name, ts in times.items():
-        print(f"{name:<24}{statistics.median(ts):>10.2f}{speed[name]:>11.3f}")
+        print(f"{name:<24}{statistics.median(ts):>10.2f}{speed[name]:>11.3f}{min(ts):>9.2f}")
     sdclip_scores = [s for group in results["sdclip"] for s in group]
     loop_scores = [s for group in results["usage_note_loop"] for s in group]
     print(f"check: sdclip vs usage-note loop, max |score difference| {max(abs(a - b) for a, b in zip(sdclip_scores, loop_scores)):.2e}")

@@ -94,7 +94,7 @@ def test_from_pretrained_reads_the_folder(scorer, folder):
     assert scorer.device.type == "cpu" and scorer.dtype == torch.float32
     assert scorer.preprocess_config.output_size == (64, 64)
     assert scorer.max_tokens == 77 and scorer.batch_size == 4
-    assert ClipScorer.from_pretrained(folder, device="cpu").batch_size == 16  # the CPU default
+    assert ClipScorer.from_pretrained(folder, device="cpu").batch_size == 4  # the CPU default
 
 
 def test_without_preprocessor_config_defaults_follow_the_vision_tower(model, tmp_path):

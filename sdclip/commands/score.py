@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       "image paths relative to the file")
     parser.add_argument("--out", metavar="FILE", help=".csv or .jsonl (default: a table on stdout)")
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                        help="images per model call (default: 64 on cuda, 16 on cpu)")
+                        help="images per model call (default: 64 on cuda, 4 on cpu)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the pairs already scored in --out, score the rest and append")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any image could not be scored")
