@@ -42,11 +42,15 @@ _EXPORTS = {
     "ScoreFileError": "sdclip.score_files",
     "embedding_report": "sdclip.inspection",
     "similarity_matrix": "sdclip.inspection",
+    "ClipScorer": "sdclip.scoring",
+    "Ranking": "sdclip.scoring",
+    "clip": "sdclip.clip",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from . import clip
     from .conditioning import Conditioning, EncoderSpec, TextConditioner, TruncationWarning
     from .errors import (
         EmbeddingError,
@@ -61,6 +65,7 @@ if TYPE_CHECKING:
     from .inspection import embedding_report, similarity_matrix
     from .loading import load_clip_model, load_text_encoder, load_text_encoders
     from .score_files import ScoreFileError
+    from .scoring import ClipScorer, Ranking
     from .sources import resolve_source
     from .tokenizer import load_tokenizer
     from .prompt_parser import parse_prompt
@@ -72,7 +77,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'sdclip' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)  # a submodule export
     globals()[name] = value
     return value
 

@@ -14,9 +14,16 @@ from .commands import COMMANDS
 from .errors import SdclipError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2), like every other sdclip error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="sdclip", description="CLIP for Stable Diffusion work.")
+    parser = _Parser(prog="sdclip", description="CLIP for Stable Diffusion work.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(subparsers)
@@ -30,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["tokens", "a cat"])  # doctest: +SKIP
         0
     """
-    args = build_parser().parse_args(argv)  # argparse itself exits 2 with one line on bad flags
+    args = build_parser().parse_args(argv)  # bad flags: one line on stderr, exit 2
     try:
         return int(args.run(args) or 0)
     except SdclipError as error:

@@ -84,6 +84,29 @@ def random_clip_model(text: dict = TINY_TEXT, vision: dict = TINY_VISION, *, see
     return _randomize_layer_norms(CLIPModel(config).eval())
 
 
+def save_clip_folder(model: Any, folder: str | Path, *, preprocessor: bool = True) -> Path:
+    """Write a ``CLIPModel`` as a hub-style CLIP folder sdclip can load (``ClipScorer``, ``sdclip.clip``).
+
+    With ``preprocessor=True`` a ``preprocessor_config.json`` for the vision tower's image size is
+    written too (``CLIPImageProcessorPil``, the PIL backend, since torchvision may be absent).
+
+    Example:
+        >>> import tempfile
+        >>> folder = save_clip_folder(random_clip_model(), tempfile.mkdtemp())
+        >>> sorted(p.name for p in folder.iterdir())
+        ['config.json', 'model.safetensors', 'preprocessor_config.json']
+    """
+    from transformers import CLIPImageProcessorPil
+
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    if preprocessor:
+        size = model.config.vision_config.image_size
+        processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        processor.save_pretrained(folder)
+    return folder
+
+
 def tiny_unet(cross_attention_dim: int, *, sdxl: bool = False, pooled_dim: int | None = None, seed: int = 0) -> Any:
     """A tiny ``UNet2DConditionModel`` (two blocks, 32/64 channels) for end-to-end pipeline tests.
 

@@ -1,0 +1,162 @@
+"""sdclip.clip, OpenAI's clip API: the usage note's two snippets, tokenize, load, against transformers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessorPil
+
+from sdclip import clip
+from sdclip.errors import ModelSourceError, PromptError, PromptTypeError
+from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
+from sdclip.tokenizer import load_tokenizer
+
+VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
+LABELS = ["a diagram", "a dog", "a cat"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models: with two OpenMP threads on a busy 2-core machine, spin-waits cost ~50x; one is enough."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return random_clip_model(TINY_TEXT, VISION, seed=3)
+
+
+@pytest.fixture(scope="module")
+def folder(hf_model, tmp_path_factory):
+    return save_clip_folder(hf_model, tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture
+def clip_png(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (120, 90, 4), dtype=np.uint8), "RGBA").save("CLIP.png")
+    return tmp_path / "CLIP.png"
+
+
+def reference(model, labels):
+    """transformers on CLIP.png: CLIPImageProcessor pixels, padded ids."""
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    pixels = processor(images=[Image.open("CLIP.png")], return_tensors="pt").pixel_values
+    tokens = load_tokenizer()(labels, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, pixel_values=pixels)
+
+
+# -- the usage note's snippets, unchanged but for the import and the model source -------------------
+
+
+def test_feature_extraction_snippet(folder, hf_model, clip_png):
+    source = str(folder)
+    # --- the note's code ---
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, preprocess = clip.load(source, device=device)
+    image = preprocess(Image.open("CLIP.png")).unsqueeze(0).to(device)
+    text = clip.tokenize(["a diagram", "a dog", "a cat"]).to(device)
+    with torch.no_grad():
+        image_features = model.encode_image(image)
+        text_features = model.encode_text(text)
+    # --- end ---
+    with torch.no_grad():
+        tokens = load_tokenizer()(LABELS, padding=True, return_tensors="pt")
+        expected_text = hf_model.get_text_features(input_ids=tokens.input_ids,
+                                                   attention_mask=tokens.attention_mask).pooler_output
+    out = reference(hf_model, LABELS)
+    torch.testing.assert_close(torch.nn.functional.normalize(image_features.cpu(), dim=-1), out.image_embeds,
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(text_features.cpu(), expected_text, atol=1e-5, rtol=1e-5)
+
+
+def test_label_probabilities_snippet(folder, hf_model, clip_png):
+    source = str(folder)
+    # --- the note's code ---
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, preprocess = clip.load(source, device=device)
+    image = preprocess(Image.open("CLIP.png")).unsqueeze(0).to(device)
+    text = clip.tokenize(["a diagram", "a dog", "a cat"]).to(device)
+    with torch.no_grad():
+        logits_per_image, logits_per_text = model(image, text)
+        probs = logits_per_image.softmax(dim=-1).cpu().numpy()
+    # --- end ---
+    expected = reference(hf_model, LABELS)
+    assert isinstance(probs, np.ndarray) and probs.shape == (1, 3)
+    np.testing.assert_allclose(probs, expected.logits_per_image.softmax(-1).numpy(), atol=1e-5)
+    torch.testing.assert_close(logits_per_text.cpu(), expected.logits_per_text, atol=1e-4, rtol=0)
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+
+
+def test_tokenize_matches_openai_layout():
+    ids = clip.tokenize(["a cat", "a photo of a dog"])
+    assert ids.shape == (2, 77) and ids.dtype == torch.int32
+    assert ids[0, :5].tolist() == [49406, 320, 2368, 49407, 0]  # start, tokens, end, zero padding
+    assert clip.tokenize("a cat").shape == (1, 77)
+    assert clip.tokenize("a cat", context_length=10).shape == (1, 10)
+    assert clip.tokenize([]).shape == (0, 77)
+
+
+def test_tokenize_long_text():
+    text = "a cat " * 60
+    with pytest.raises(PromptError, match=r"texts\[0\]: 'a cat a cat .*'\.\.\. is 122 tokens, longer than the "
+                       "context length 77; shorten it or pass truncate=True"):
+        clip.tokenize(text)
+    ids = clip.tokenize(text, truncate=True)
+    assert ids.shape == (1, 77) and ids[0, -1].item() == 49407 and (ids[0] != 0).all()
+
+
+def test_tokenize_rejects_non_strings():
+    with pytest.raises(PromptTypeError, match=r"texts\[1\]: expected a string, got int 3"):
+        clip.tokenize(["a", 3])
+
+
+def test_encode_text_drops_trailing_padding_without_changing_features(folder, hf_model):
+    model, _ = clip.load(str(folder), device="cpu")
+    ids = clip.tokenize(LABELS)
+    with torch.no_grad():
+        full = hf_model.get_text_features(input_ids=ids.long()).pooler_output  # all 77 positions
+    torch.testing.assert_close(model.encode_text(ids), full, atol=1e-5, rtol=1e-5)
+
+
+def test_model_attributes(folder):
+    model, preprocess = clip.load(str(folder), device="cpu")
+    assert model.dtype == torch.float32 and not model.training
+    assert (model.context_length, model.input_resolution) == (77, 64)
+    assert preprocess(Image.new("RGB", (100, 50))).shape == (3, 64, 64)
+    assert preprocess(np.zeros((50, 100, 3), np.uint8)).shape == (3, 64, 64)
+    assert "64x64" in repr(preprocess)
+
+
+def test_openai_names_map_to_hub_ids(monkeypatch, folder):
+    import sdclip.loading
+
+    seen = []
+    real = sdclip.loading.load_clip_model
+
+    def fake(source, **kwargs):
+        seen.append(source)
+        return real(folder, **kwargs)
+
+    monkeypatch.setattr(sdclip.loading, "load_clip_model", fake)
+    for name in clip.available_models():
+        clip.load(name, device="cpu")
+    assert seen == ["openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14",
+                    "openai/clip-vit-large-patch14-336"]
+
+
+def test_load_errors(folder):
+    with pytest.raises(ModelSourceError, match="model 'RN50': OpenAI's ResNet CLIP models have no transformers port"):
+        clip.load("RN50")
+    with pytest.raises(ModelSourceError, match="jit=True: sdclip.clip has no TorchScript models; use jit=False"):
+        clip.load(str(folder), jit=True)
+    with pytest.warns(UserWarning, match="download_root is ignored"):
+        clip.load(str(folder), device="cpu", download_root="/tmp/clip")
