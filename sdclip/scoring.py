@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .conditioning import TruncationWarning, _LRUCache
+from ._lru import LRUCache
+from .conditioning_types import TruncationWarning
 from .errors import ImageInputError, PromptError, PromptTypeError, SdclipError
 from .images import (
     PreprocessConfig, as_chw_tensor, image_list, load_image, pil_to_uint8, preprocess_pil, preprocess_tensors,
@@ -193,7 +194,7 @@ class ClipScorer:
         self.preprocessing = preprocessing
         self.workers = workers or max(1, min(8, os.cpu_count() or 1))
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
-        self._cache = _LRUCache(cache_size)
+        self._cache = LRUCache(cache_size)
 
     @classmethod
     def from_pretrained(

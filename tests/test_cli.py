@@ -70,7 +70,7 @@ def test_bad_flags_exit_2_without_traceback():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1] == "sdclip: error: unrecognized arguments: --bogus"
+    assert result.stderr == "sdclip: error: unrecognized arguments: --bogus (see sdclip --help)\n"
 
 
 def test_missing_weights_from_the_cli_is_one_line(tmp_path):
