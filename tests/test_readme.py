@@ -69,11 +69,20 @@ def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
     (root / "embeddings").mkdir()
     save_file({"emb_params": torch.randn(2, 128)}, str(root / "embeddings" / "my-style.safetensors"))
-    generated = root / "out" / "generated"
-    generated.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(generated / f"fox_{index}.png")
+
+    def image(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (96, 80, 3), dtype=np.uint8)).save(path)
+        return path.name
+
+    for name in ("a.png", "b.png", "c.png", "d.png", "CLIP.png"):
+        image(root / name)
+    outputs = [image(root / "outputs" / f"cat_{index}.png") for index in range(4)]
+    (root / "run.jsonl").write_text("".join(
+        f'{{"image": "outputs/{name}", "prompt": "{"a cat" if index < 2 else "a dog"}"}}\n'
+        for index, name in enumerate(outputs)
+    ))
     return root
 
 
