@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sdclip.cli import main
@@ -19,15 +18,6 @@ from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_
 
 VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: with two OpenMP threads on a busy 2-core machine, spin-waits cost ~50x; one is enough."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,6 @@ VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 LABELS = ["a diagram", "a dog", "a cat"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: with two OpenMP threads on a busy 2-core machine, spin-waits cost ~50x; one is enough."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def hf_model():
     return random_clip_model(TINY_TEXT, VISION, seed=3)

@@ -23,15 +23,6 @@ TENSOR_PATH_MAX_DIFF = 0.031
 TENSOR_PATH_MEAN_DIFF = 2e-3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: with two OpenMP threads on a busy 2-core machine, spin-waits cost ~50x; one is enough."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def processor(size: int = 224, crop: tuple[int, int] = (224, 224)) -> CLIPImageProcessorPil:
     return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": crop[0], "width": crop[1]})
 

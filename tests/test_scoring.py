@@ -11,7 +11,6 @@ import copy
 import math
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,15 +28,6 @@ VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 PROMPTS = ["a photo of a cat", "a dog", "a photo of a cat", "a diagram", "an astronaut riding a horse"]
 LONG_PROMPT = "a cat " + "with very long fur, " * 30 + "at sunset"  # ~160 tokens
 FAST_TOLERANCE = 0.05
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: with two OpenMP threads on a busy 2-core machine, spin-waits cost ~50x; one is enough."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -400,18 +390,3 @@ def test_diffusers_outputs_score_alike_in_every_output_type(scorer):
     assert pil.shape == (2,)
     for output_type in ("pt", "np"):  # [0, 1] floats: rounded to 8 bits once, never rescaled twice
         torch.testing.assert_close(scorer.score(outputs[output_type], prompt), pil, atol=FAST_TOLERANCE, rtol=0)
-
-
-def test_readme_section_runs(folder, tmp_path, monkeypatch):
-    """Every python block of docs_scoring.md, with the hub id replaced by the tiny model folder."""
-    text = (Path(__file__).resolve().parent.parent / "docs_scoring.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks
-    monkeypatch.chdir(tmp_path)
-    rs = np.random.RandomState(3)
-    for name in ["CLIP.png", "a.png", "b.png", "c.png", "d.png"]:
-        Image.fromarray(rs.randint(0, 256, (96, 96, 3), dtype=np.uint8)).save(name)
-    namespace: dict = {}
-    for block in blocks:
-        code = block.replace('"openai/clip-vit-large-patch14"', repr(str(folder))).replace('"ViT-L/14"', repr(str(folder)))
-        exec(compile(code, "docs_scoring.md", "exec"), namespace)
