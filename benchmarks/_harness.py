@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+
+
+WORDS = ("portrait landscape castle forest dragon neon city rain cat dog astronaut ocean sunset "
+         "painting photo cinematic lighting detailed intricate golden hour mountain river snow robot "
+         "flower garden night stars watercolor oil sketch fantasy medieval futuristic").split()  # fmt: skip
+
+
+NEGATIVE = "lowres, blurry, bad anatomy, watermark, jpeg artifacts"  # the shared negative of the workloads
+
+
+def make_prompt(rng: random.Random) -> str:
+    """A prompt of 3 to 8 comma-separated phrases of 2 to 4 words, like a generation request's."""
+    return ", ".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4))) for _ in range(rng.randint(3, 8)))
 
 
 def machine_name(device: str) -> str:
@@ -33,18 +47,23 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(run: Callable[[], object], *, device: str, warmup: int = 1, repeats: int = 3) -> float:
-    """Median wall time of ``run()`` over ``repeats`` runs after ``warmup`` runs."""
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], *, device: str, warmup: int = 1, repeats: int = 3
+) -> dict[str, float]:
+    """Median wall time of each of ``runs``, timed in turns (a, b, a, b, ...) after ``warmup`` rounds,
+    so that a change in machine load hits every contender alike."""
     for _ in range(warmup):
-        run()
+        for run in runs.values():
+            run()
     synchronize(device)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _rss_bytes() -> int:

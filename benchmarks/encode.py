@@ -4,10 +4,13 @@ Both run the same clip-vit-large-patch14-shaped text encoder (hidden 768, 12 lay
 intermediate 3072, quick_gelu; random weights: same cost and shapes as the released model).
 
 (a) prompts/s at batch 1, 8 and 64 (distinct prompts, default empty negative, sdclip's cache off);
+    sdclip and diffusers are timed in turns, so load changes hit both alike;
 (b) a realistic workload: 256 generation requests of 4 images each, one shared negative prompt,
     25% of the prompts repeated (sdclip's cache on, as users run it).
 
 Run:  python benchmarks/encode.py [--device cuda --dtype fp16] [--quick]
+SDXL (both encoders, vs StableDiffusionXLPipeline.encode_prompt): python benchmarks/encode.py --sdxl [...],
+which runs ``encode_sdxl.py`` with the other options.
 Ends with one ``RATIO <workload> <value>`` line per comparison (sdclip speed / diffusers speed).
 """
 
@@ -15,20 +18,12 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import warnings
 
 import torch
 
-from _harness import machine_name, median_seconds, peak_memory
-
-WORDS = ("portrait landscape castle forest dragon neon city rain cat dog astronaut ocean sunset "
-         "painting photo cinematic lighting detailed intricate golden hour mountain river snow robot "
-         "flower garden night stars watercolor oil sketch fantasy medieval futuristic").split()
-
-
-def make_prompt(rng: random.Random) -> str:
-    return ", ".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4))) for _ in range(rng.randint(3, 8)))
-
+from _harness import NEGATIVE, interleaved_medians, machine_name, make_prompt, peak_memory
 
 def build(device: str, dtype: torch.dtype):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -53,6 +48,11 @@ def build(device: str, dtype: torch.dtype):
 
 
 def main() -> None:
+    if "--sdxl" in sys.argv:
+        import encode_sdxl
+
+        sys.argv.remove("--sdxl")
+        return encode_sdxl.main()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
@@ -74,10 +74,13 @@ def main() -> None:
     for batch in (1, 8, 64):
         prompts = [make_prompt(rng) for _ in range(batch)]
         uncached = conditioner(0)
-        ours = median_seconds(lambda: uncached.encode(prompts), device=device, repeats=repeats)
+        medians = interleaved_medians(
+            {"sdclip": lambda: uncached.encode(prompts), "diffusers": lambda: diffusers_call(prompts)},
+            device=device, repeats=repeats,
+        )
+        ours, theirs = medians["sdclip"], medians["diffusers"]
         with peak_memory(device) as ours_mem:
             uncached.encode(prompts)
-        theirs = median_seconds(lambda: diffusers_call(prompts), device=device, repeats=repeats)
         with peak_memory(device) as theirs_mem:
             diffusers_call(prompts)
         ratios[f"batch{batch}"] = theirs / ours
@@ -88,7 +91,7 @@ def main() -> None:
     unique = [make_prompt(rng) for _ in range(n_requests * 3 // 4)]
     requests = unique + [rng.choice(unique) for _ in range(n_requests - len(unique))]
     rng.shuffle(requests)
-    negative = "lowres, blurry, bad anatomy, watermark, jpeg artifacts"
+    negative = NEGATIVE
 
     def run_ours():
         cond = conditioner(256)  # a fresh cache each run: the first request pays like everyone else
@@ -99,8 +102,9 @@ def main() -> None:
         for prompt in requests:
             diffusers_call(prompt, negative, 4)
 
-    ours = median_seconds(run_ours, device=device, warmup=0, repeats=repeats)
-    theirs = median_seconds(run_theirs, device=device, warmup=0, repeats=repeats)
+    medians = interleaved_medians({"sdclip": run_ours, "diffusers": run_theirs}, device=device, warmup=0,
+                                  repeats=repeats)
+    ours, theirs = medians["sdclip"], medians["diffusers"]
     with peak_memory(device) as ours_mem:
         run_ours()
     with peak_memory(device) as theirs_mem:

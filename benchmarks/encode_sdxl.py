@@ -28,16 +28,7 @@ import warnings
 
 import torch
 
-from _harness import _rss_bytes, machine_name, peak_memory, synchronize
-
-WORDS = ("portrait landscape castle forest dragon neon city rain cat dog astronaut ocean sunset "
-         "painting photo cinematic lighting detailed intricate golden hour mountain river snow robot "
-         "flower garden night stars watercolor oil sketch fantasy medieval futuristic").split()  # fmt: skip
-NEGATIVE = "lowres, blurry, bad anatomy, watermark, jpeg artifacts"
-
-
-def make_prompt(rng: random.Random) -> str:
-    return ", ".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4))) for _ in range(rng.randint(3, 8)))
+from _harness import NEGATIVE, _rss_bytes, machine_name, make_prompt, peak_memory, synchronize
 
 
 def build(device: str, dtype: torch.dtype, *, tiny: bool):

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from _harness import machine_name, median_seconds
+from _harness import interleaved_medians, machine_name
 
 
 def main() -> None:
@@ -55,9 +55,9 @@ def main() -> None:
         return cond.encode(plain_prompt, "")
 
     assert encode_long().prompt_embeds.shape[1] == 77 * chunks
-    with torch.inference_mode():
-        plain = median_seconds(encode_plain, device=args.device, warmup=2, repeats=repeats)
-        long = median_seconds(encode_long, device=args.device, warmup=2, repeats=repeats)
+    medians = interleaved_medians({"plain": encode_plain, "long": encode_long}, device=args.device, warmup=2,
+                                  repeats=repeats)
+    plain, long = medians["plain"], medians["long"]
     print(f"machine: {machine_name(args.device)}; dtype {args.dtype}")
     print(f"plain 77-token prompt: {plain * 1000:.1f} ms (prompt + negative: 2 sequences)")
     print(f"weighted A1111 prompt of {n_tokens} tokens in {chunks} chunks: {long * 1000:.1f} ms "
