@@ -435,7 +435,10 @@ def preprocess_tensors(
     mode = _RESAMPLE_MODES.get(config.resample, "bicubic")
     options = {"mode": mode} if mode.startswith("nearest") else {"mode": mode, "antialias": True, "align_corners": False}
     for (shape, _, _), indices in groups.items():
-        batch = torch.stack([images[i] for i in indices]).to(device, non_blocking=True)  # (B, 3, H, W)
+        batch = torch.stack([images[i] for i in indices])  # (B, 3, H, W)
+        if batch.device.type == "cpu" and device.type == "cuda":
+            batch = batch.pin_memory()  # so the copy below overlaps with work already queued on the GPU
+        batch = batch.to(device, non_blocking=True)
         batch = batch.float() if batch.dtype == torch.uint8 else (batch.float() * 255).round()  # 0..255
         height, width = shape[-2:]
         if config.shortest_edge is not None or config.resize_to is not None:
