@@ -25,6 +25,14 @@ def make_prompt(rng: random.Random) -> str:
     return ", ".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 4))) for _ in range(rng.randint(3, 8)))
 
 
+def realistic_requests(rng: random.Random, n_requests: int) -> list[str]:
+    """``n_requests`` generation requests' prompts, a quarter of them repeats of others, shuffled."""
+    unique = [make_prompt(rng) for _ in range(n_requests * 3 // 4)]
+    requests = unique + [rng.choice(unique) for _ in range(n_requests - len(unique))]
+    rng.shuffle(requests)
+    return requests
+
+
 def machine_name(device: str) -> str:
     """The CPU model (from /proc/cpuinfo) or the GPU name, with the core count."""
     import torch

@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from _harness import NEGATIVE, interleaved_medians, machine_name, make_prompt, peak_memory
+from _harness import NEGATIVE, interleaved_medians, machine_name, make_prompt, peak_memory, realistic_requests
 
 def build(device: str, dtype: torch.dtype):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -88,9 +88,7 @@ def main() -> None:
               f"diffusers {batch / theirs:8.1f} prompts/s (peak +{theirs_mem['peak_mib']:.0f} MiB)")
 
     n_requests = 64 if args.quick else 256
-    unique = [make_prompt(rng) for _ in range(n_requests * 3 // 4)]
-    requests = unique + [rng.choice(unique) for _ in range(n_requests - len(unique))]
-    rng.shuffle(requests)
+    requests = realistic_requests(rng, n_requests)
     negative = NEGATIVE
 
     def run_ours():

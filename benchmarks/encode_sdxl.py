@@ -28,7 +28,7 @@ import warnings
 
 import torch
 
-from _harness import NEGATIVE, _rss_bytes, machine_name, make_prompt, peak_memory, synchronize
+from _harness import NEGATIVE, _rss_bytes, machine_name, make_prompt, peak_memory, realistic_requests, synchronize
 
 
 def build(device: str, dtype: torch.dtype, *, tiny: bool):
@@ -115,9 +115,7 @@ def main() -> None:
               f"diffusers {batch / theirs:6.2f} prompts/s (peak +{theirs_mem['peak_mib']:.0f} MiB)")
 
     n_requests = 16 if args.quick else 64
-    unique = [make_prompt(rng) for _ in range(n_requests * 3 // 4)]
-    requests = unique + [rng.choice(unique) for _ in range(n_requests - len(unique))]
-    rng.shuffle(requests)
+    requests = realistic_requests(rng, n_requests)
 
     def workload() -> tuple[float, float, float]:
         """(sdclip seconds, diffusers seconds, MiB in sdclip's cache), request by request interleaved so

@@ -39,7 +39,7 @@ _EXPORTS = {
     "PromptTypeError": "sdclip.errors",
     "ImageInputError": "sdclip.errors",
     "EmbeddingError": "sdclip.errors",
-    "ScoreFileError": "sdclip.score_files",
+    "ScoreFileError": "sdclip.errors",
     "embedding_report": "sdclip.inspection",
     "similarity_matrix": "sdclip.inspection",
     "ClipScorer": "sdclip.scoring",
@@ -59,12 +59,12 @@ if TYPE_CHECKING:
         PickleRefusedError,
         PromptError,
         PromptTypeError,
+        ScoreFileError,
         SdclipError,
         WeightsNotAvailableError,
     )
     from .inspection import embedding_report, similarity_matrix
     from .loading import load_clip_model, load_text_encoder, load_text_encoders
-    from .score_files import ScoreFileError
     from .scoring import ClipScorer, Ranking
     from .sources import resolve_source
     from .tokenizer import load_tokenizer

@@ -43,3 +43,7 @@ class EmbeddingError(SdclipError, ValueError):
 
 class PromptTypeError(SdclipError, TypeError):
     """A prompt item that is not a string."""
+
+
+class ScoreFileError(SdclipError, ValueError):
+    """A score file that is missing, of an unknown format, or lacks the columns a scorer writes."""

@@ -14,13 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SdclipError
+from .errors import ScoreFileError
 
 REQUIRED_COLUMNS = ("image", "prompt", "score")
-
-
-class ScoreFileError(SdclipError, ValueError):
-    """A score file that is missing, of an unknown format, or lacks the columns a scorer writes."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from PIL import Image
 from sdclip import plots
 from sdclip.cli import main
 from sdclip.inspection import EmbeddingReport, SimilarityMatrix, TokenStats
-from sdclip.score_files import ScoreFileError, ScoreRow, ranked_groups, read_score_file
+from sdclip.errors import ScoreFileError
+from sdclip.score_files import ScoreRow, ranked_groups, read_score_file
 
 matplotlib.use("Agg")
 
