@@ -11,7 +11,15 @@ from typing import Any
 from .errors import PromptError, PromptTypeError
 
 
-def as_prompt_list(value: Any, name: str) -> list[str]:
+def as_prompt_list(value: Any, name: str, *, allow_empty: bool = True) -> list[str]:
+    """``value`` (a string or a sequence of strings) as a list; errors name the argument and the item.
+
+    Example:
+        >>> as_prompt_list("a cat", "prompt")
+        ['a cat']
+    """
+    if not allow_empty and isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 0:
+        raise PromptError(f"{name}: expected at least one text, got an empty list")
     if isinstance(value, str):
         return [value]
     if not isinstance(value, Sequence):
@@ -39,13 +47,23 @@ def validate_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list
 
 def one_per_prompt(value: Any, prompts: list[str], name: str, what: str) -> list[str]:
     """``value`` as one text per prompt: a string is shared, a list must match ``prompts`` in length."""
+    return one_per(value, len(prompts), name=name, what=what, per="prompt")
+
+
+def one_per(value: Any, count: int, *, name: str, what: str, per: str) -> list[str]:
+    """``value`` as ``count`` texts, one per ``per`` item: a string is shared, a list must have ``count``.
+
+    Example:
+        >>> one_per("a cat", 2, name="prompts", what="prompt", per="image")
+        ['a cat', 'a cat']
+    """
     if isinstance(value, str):
-        return [value] * len(prompts)
-    items = as_prompt_list(value, name)
-    if len(items) != len(prompts):
+        return [value] * count
+    items = as_prompt_list(value, name, allow_empty=False)
+    if len(items) != count:
         raise PromptError(
-            f"{name}: has {len(items)} items but prompt has {len(prompts)}; "
-            f"pass one {what} per prompt, or a single string for all"
+            f"{name}: has {len(items)} items but {per if per == 'prompt' else per + 's'} has {count}; "
+            f"pass one {what} per {per}, or a single string for all"
         )
     return items
 

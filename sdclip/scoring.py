@@ -33,6 +33,7 @@ from .images import (
     PreprocessConfig, as_chw_tensor, image_list, load_image, pil_to_uint8, preprocess_pil, preprocess_tensors,
     tensor_to_pil,
 )  # fmt: skip
+from .prompts import as_prompt_list, one_per
 from .sources import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -107,30 +108,6 @@ class ScoredBatch:
     start: int
     scores: torch.Tensor
     errors: tuple[str | None, ...]
-
-
-def _texts(texts: Any, name: str) -> list[str]:
-    """``texts`` as a non-empty list of strings (one string is a list of one)."""
-    items = [texts] if isinstance(texts, str) else texts
-    if not isinstance(items, Sequence):
-        raise PromptTypeError(f"{name}: expected a string or a list of strings, got {type(texts).__name__}")
-    for index, item in enumerate(items):
-        if not isinstance(item, str):
-            raise PromptTypeError(f"{name}[{index}]: expected a string, got {type(item).__name__} {item!r}")
-    if not items:
-        raise PromptError(f"{name}: expected at least one text, got an empty list")
-    return list(items)
-
-
-def _prompt_list(prompts: Any, count: int) -> list[str]:
-    """``prompts`` as one string per image (a single string is shared)."""
-    if isinstance(prompts, str):
-        return [prompts] * count
-    items = _texts(prompts, "prompts")
-    if len(items) != count:
-        raise PromptError(f"prompts: has {len(items)} items but images has {count}; "
-                          "pass one prompt per image, or a single string for all")
-    return items
 
 
 def _caller_level() -> int:
@@ -300,7 +277,7 @@ class ClipScorer:
         """
         import torch
 
-        items = _texts(texts, "texts")
+        items = as_prompt_list(texts, "texts", allow_empty=False)
         known: dict[str, torch.Tensor] = {}
         self._encode_texts(items, known)
         features = torch.stack([known[text] for text in items])
@@ -422,7 +399,7 @@ class ClipScorer:
         if errors not in ("raise", "return"):
             raise SdclipError(f"errors: expected 'raise' or 'return', got {errors!r}")
         items = image_list(images)
-        texts = _prompt_list(prompts, len(items))
+        texts = one_per(prompts, len(items), name="prompts", what="prompt", per="image")
         known: dict[str, torch.Tensor] = {}
         previous = None
         for start, features, messages in self._iter_image_features(items, errors=errors):
@@ -461,7 +438,7 @@ class ClipScorer:
         """
         import torch.nn.functional as F
 
-        texts = F.normalize(self.text_features(_texts(prompts, "prompts")).float(), dim=-1)
+        texts = F.normalize(self.text_features(as_prompt_list(prompts, "prompts", allow_empty=False)).float(), dim=-1)
         features = F.normalize(self.image_features(images).float(), dim=-1)
         return (100 * features @ texts.T).cpu()
 
@@ -536,7 +513,7 @@ class ClipScorer:
             tensor(0.7812)
         """
         count = len(image_list(images))
-        texts = [prefix + text for text in _prompt_list(prompts, count)]
+        texts = [prefix + text for text in one_per(prompts, count, name="prompts", what="prompt", per="image")]
         cosines = self.score(images, texts) / 100
         return (w * cosines.clamp(min=0)).mean()
 
@@ -551,6 +528,6 @@ class ClipScorer:
         """
         import torch
 
-        cosines = self.similarity(images, _texts(labels, "labels")) / 100
+        cosines = self.similarity(images, as_prompt_list(labels, "labels", allow_empty=False)) / 100
         scale = self.model.logit_scale.detach().float().exp().cpu()
         return torch.softmax(scale * cosines, dim=-1)
