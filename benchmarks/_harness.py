@@ -74,6 +74,22 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def compare_batch(
+    ours: Callable[[], object], theirs: Callable[[], object], *, batch: int, device: str, repeats: int
+) -> float:
+    """Time sdclip (``ours``) and diffusers (``theirs``) encoding one batch in turns, measure one more
+    call of each for peak memory, print the (a) line and return the speed ratio (theirs / ours time)."""
+    medians = interleaved_medians({"sdclip": ours, "diffusers": theirs}, device=device, repeats=repeats)
+    with peak_memory(device) as ours_mem:
+        ours()
+    with peak_memory(device) as theirs_mem:
+        theirs()
+    ours_s, theirs_s = medians["sdclip"], medians["diffusers"]
+    print(f"(a) batch {batch:>2}: sdclip {batch / ours_s:8.2f} prompts/s (peak +{ours_mem['peak_mib']:.0f} MiB), "
+          f"diffusers {batch / theirs_s:8.2f} prompts/s (peak +{theirs_mem['peak_mib']:.0f} MiB)")
+    return theirs_s / ours_s
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

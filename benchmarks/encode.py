@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from _harness import NEGATIVE, interleaved_medians, machine_name, make_prompt, peak_memory, realistic_requests
+from _harness import NEGATIVE, compare_batch, interleaved_medians, machine_name, make_prompt, peak_memory, realistic_requests
 
 def build(device: str, dtype: torch.dtype):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -74,18 +74,10 @@ def main() -> None:
     for batch in (1, 8, 64):
         prompts = [make_prompt(rng) for _ in range(batch)]
         uncached = conditioner(0)
-        medians = interleaved_medians(
-            {"sdclip": lambda: uncached.encode(prompts), "diffusers": lambda: diffusers_call(prompts)},
-            device=device, repeats=repeats,
+        ratios[f"batch{batch}"] = compare_batch(
+            lambda: uncached.encode(prompts), lambda: diffusers_call(prompts), batch=batch, device=device,
+            repeats=repeats,
         )
-        ours, theirs = medians["sdclip"], medians["diffusers"]
-        with peak_memory(device) as ours_mem:
-            uncached.encode(prompts)
-        with peak_memory(device) as theirs_mem:
-            diffusers_call(prompts)
-        ratios[f"batch{batch}"] = theirs / ours
-        print(f"(a) batch {batch:>2}: sdclip {batch / ours:8.1f} prompts/s (peak +{ours_mem['peak_mib']:.0f} MiB), "
-              f"diffusers {batch / theirs:8.1f} prompts/s (peak +{theirs_mem['peak_mib']:.0f} MiB)")
 
     n_requests = 64 if args.quick else 256
     requests = realistic_requests(rng, n_requests)

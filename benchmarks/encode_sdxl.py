@@ -28,7 +28,7 @@ import warnings
 
 import torch
 
-from _harness import NEGATIVE, _rss_bytes, machine_name, make_prompt, peak_memory, realistic_requests, synchronize
+from _harness import NEGATIVE, _rss_bytes, compare_batch, machine_name, make_prompt, realistic_requests, synchronize
 
 
 def build(device: str, dtype: torch.dtype, *, tiny: bool):
@@ -95,24 +95,13 @@ def main() -> None:
         synchronize(device)
         return time.perf_counter() - start
 
-    def interleaved(ours_run, theirs_run) -> tuple[float, float]:
-        """Median seconds of each after one warm-up each, the two taking turns so that load from other
-        jobs on the machine hits both alike."""
-        ours_run(), theirs_run()
-        times = [(timed(ours_run), timed(theirs_run)) for _ in range(repeats)]
-        return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
-
     for batch in (1, 8):
         prompts = [make_prompt(rng) for _ in range(batch)]
         uncached = conditioner(0)
-        ours, theirs = interleaved(lambda: uncached.encode(prompts), lambda: diffusers_call(prompts))
-        with peak_memory(device) as ours_mem:
-            uncached.encode(prompts)
-        with peak_memory(device) as theirs_mem:
-            diffusers_call(prompts)
-        ratios[f"batch{batch}"] = theirs / ours
-        print(f"(a) batch {batch}: sdclip {batch / ours:6.2f} prompts/s (peak +{ours_mem['peak_mib']:.0f} MiB), "
-              f"diffusers {batch / theirs:6.2f} prompts/s (peak +{theirs_mem['peak_mib']:.0f} MiB)")
+        ratios[f"batch{batch}"] = compare_batch(
+            lambda: uncached.encode(prompts), lambda: diffusers_call(prompts), batch=batch, device=device,
+            repeats=repeats,
+        )
 
     n_requests = 16 if args.quick else 64
     requests = realistic_requests(rng, n_requests)
