@@ -29,9 +29,9 @@ def build(device: str, dtype: torch.dtype):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from sdclip import TextConditioner
-    from sdclip.loading import LoadedTextEncoder
+    from sdclip.models.loading import LoadedTextEncoder
     from sdclip.testing import L14_TEXT, random_text_encoder, tiny_unet, tiny_vae
-    from sdclip.tokenizer import load_tokenizer
+    from sdclip.models.tokenizer import load_tokenizer
 
     encoder = random_text_encoder(L14_TEXT).to(device=device, dtype=dtype)
     encoder.config._attn_implementation = "sdpa"

@@ -38,7 +38,7 @@ def build(device: str, dtype: torch.dtype, *, tiny: bool):
 
     from sdclip import TextConditioner
     from sdclip.testing import BIGG_TEXT, L14_TEXT, TINY_TEXT, TINY_TEXT_2, random_text_encoder, tiny_unet, tiny_vae
-    from sdclip.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
+    from sdclip.models.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
 
     config, config_2 = (TINY_TEXT, TINY_TEXT_2) if tiny else (L14_TEXT, BIGG_TEXT)
     encoders = [

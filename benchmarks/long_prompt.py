@@ -26,9 +26,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from sdclip import TextConditioner
-    from sdclip.loading import LoadedTextEncoder
+    from sdclip.models.loading import LoadedTextEncoder
     from sdclip.testing import L14_TEXT, random_text_encoder
-    from sdclip.tokenizer import load_tokenizer
+    from sdclip.models.tokenizer import load_tokenizer
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     encoder = random_text_encoder(L14_TEXT).to(args.device, dtype)

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sdclip.scoring import ClipScorer
+from sdclip.scoring.clip_scorer import ClipScorer
 from sdclip.testing import L14_TEXT, L14_VISION, TINY_TEXT, TINY_VISION, random_clip_model
-from sdclip.tokenizer import load_tokenizer
+from sdclip.models.tokenizer import load_tokenizer
 
 # dense fp16/bf16 tensor-core peak, TFLOP/s (no sparsity), by GPU name
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "4090": 165.0}

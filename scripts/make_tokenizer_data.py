@@ -18,7 +18,7 @@ import gzip
 import json
 from pathlib import Path
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "sdclip" / "_tokenizer_data"
+OUT_DIR = Path(__file__).resolve().parent.parent / "sdclip" / "models" / "_tokenizer_data"
 N_MERGES = 49152 - 256 - 2  # OpenAI's SimpleTokenizer keeps this many merges
 
 

@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Conditioning": "sdclip.conditioning",
-    "EncoderSpec": "sdclip.conditioning",
-    "TextConditioner": "sdclip.conditioning",
-    "TruncationWarning": "sdclip.conditioning",
-    "load_text_encoder": "sdclip.loading",
-    "load_text_encoders": "sdclip.loading",
-    "load_clip_model": "sdclip.loading",
-    "resolve_source": "sdclip.sources",
-    "load_tokenizer": "sdclip.tokenizer",
-    "parse_prompt": "sdclip.prompt_parser",
-    "chunk_prompt": "sdclip.chunking",
-    "PromptToken": "sdclip.prompt_tokens",
-    "tokenize_prompt": "sdclip.prompt_tokens",
+    "Conditioning": "sdclip.conditioning.conditioner",
+    "EncoderSpec": "sdclip.conditioning.conditioner",
+    "TextConditioner": "sdclip.conditioning.conditioner",
+    "TruncationWarning": "sdclip.conditioning.conditioner",
+    "load_text_encoder": "sdclip.models.loading",
+    "load_text_encoders": "sdclip.models.loading",
+    "load_clip_model": "sdclip.models.loading",
+    "resolve_source": "sdclip.models.sources",
+    "load_tokenizer": "sdclip.models.tokenizer",
+    "parse_prompt": "sdclip.prompts.parser",
+    "chunk_prompt": "sdclip.prompts.chunking",
+    "PromptToken": "sdclip.prompts.tokens",
+    "tokenize_prompt": "sdclip.prompts.tokens",
     "SdclipError": "sdclip.errors",
     "ModelSourceError": "sdclip.errors",
     "WeightsNotAvailableError": "sdclip.errors",
@@ -40,18 +40,20 @@ _EXPORTS = {
     "ImageInputError": "sdclip.errors",
     "EmbeddingError": "sdclip.errors",
     "ScoreFileError": "sdclip.errors",
-    "embedding_report": "sdclip.inspection",
-    "similarity_matrix": "sdclip.inspection",
-    "ClipScorer": "sdclip.scoring",
-    "Ranking": "sdclip.scoring",
-    "clip": "sdclip.clip",
+    "embedding_report": "sdclip.inspection.api",
+    "similarity_matrix": "sdclip.inspection.api",
+    "ClipScorer": "sdclip.scoring.clip_scorer",
+    "Ranking": "sdclip.scoring.clip_scorer",
+    "clip": "sdclip.compat.openai_clip",
 }
+
+_MODULE_EXPORTS = {"clip"}  # names that are modules, not attributes of one
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from . import clip
-    from .conditioning import Conditioning, EncoderSpec, TextConditioner, TruncationWarning
+    from .compat import openai_clip as clip
+    from .conditioning.conditioner import Conditioning, EncoderSpec, TextConditioner, TruncationWarning
     from .errors import (
         EmbeddingError,
         ImageInputError,
@@ -63,14 +65,14 @@ if TYPE_CHECKING:
         SdclipError,
         WeightsNotAvailableError,
     )
-    from .inspection import embedding_report, similarity_matrix
-    from .loading import load_clip_model, load_text_encoder, load_text_encoders
-    from .scoring import ClipScorer, Ranking
-    from .sources import resolve_source
-    from .tokenizer import load_tokenizer
-    from .prompt_parser import parse_prompt
-    from .chunking import chunk_prompt
-    from .prompt_tokens import PromptToken, tokenize_prompt
+    from .inspection.api import embedding_report, similarity_matrix
+    from .models.loading import load_clip_model, load_text_encoder, load_text_encoders
+    from .scoring.clip_scorer import ClipScorer, Ranking
+    from .models.sources import resolve_source
+    from .models.tokenizer import load_tokenizer
+    from .prompts.parser import parse_prompt
+    from .prompts.chunking import chunk_prompt
+    from .prompts.tokens import PromptToken, tokenize_prompt
 
 
 def __getattr__(name: str) -> Any:
@@ -78,7 +80,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'sdclip' has no attribute {name!r}")
     imported = importlib.import_module(module)
-    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)  # a submodule export
+    value = imported if name in _MODULE_EXPORTS else getattr(imported, name)
     globals()[name] = value
     return value
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import SdclipError
-from .score_files import ScoreRow, ranked_groups
+from .scoring.score_files import ScoreRow, ranked_groups
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .inspection import EmbeddingReport, SimilarityMatrix
+    from .inspection.api import EmbeddingReport, SimilarityMatrix
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -148,7 +148,7 @@ def plot_ranked_grid(
         The figure, one axes per image.
 
     Example:
-        >>> from sdclip.score_files import ScoreRow
+        >>> from sdclip.scoring.score_files import ScoreRow
         >>> fig = plot_ranked_grid([ScoreRow("nowhere.png", "a cat", 31.2, 1)])
         >>> fig.axes[0].get_title()
         '#1  31.200\\nnowhere.png (missing)'
@@ -192,7 +192,7 @@ def plot_score_histogram(rows: Sequence[ScoreRow], *, bins: int = 30) -> Figure:
     Rows with an error are not drawn; the title counts them.
 
     Example:
-        >>> from sdclip.score_files import ScoreRow
+        >>> from sdclip.scoring.score_files import ScoreRow
         >>> fig = plot_score_histogram([ScoreRow("a.png", "cat", 20.0), ScoreRow("b.png", "cat", 30.0)])
         >>> fig.axes[0].get_xlabel()
         'CLIP score'

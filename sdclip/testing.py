@@ -169,7 +169,7 @@ def tiny_sd_pipeline(text_config: dict = TINY_TEXT, *, seed: int = 0) -> Any:
     """
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from .tokenizer import load_tokenizer
+    from .models.tokenizer import load_tokenizer
 
     return StableDiffusionPipeline(
         vae=tiny_vae(seed=seed),
@@ -205,7 +205,7 @@ def tiny_sdxl_pipeline(
     from diffusers import DDIMScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
-    from .tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
+    from .models.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
 
     return StableDiffusionXLPipeline(
         vae=tiny_vae(seed=seed),

@@ -28,7 +28,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from sdclip.tokenizer import load_tokenizer
+    from sdclip.models.tokenizer import load_tokenizer
 
     return load_tokenizer()
 

@@ -1,4 +1,4 @@
-"""Tests for sdclip.chunking against the real CLIP tokenizer.
+"""Tests for sdclip.prompts.chunking against the real CLIP tokenizer.
 
 Chunk boundaries are checked with prompts made of words that are one token each ("cat" 2368, "dog" 1929,
 "," 267; asserted below), so every expected chunk size is counted by hand and written out.
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdclip import chunking
-from sdclip.chunking import ChunkedPrompt, TokenChunk, chunk_prompt, empty_chunk
+from sdclip.prompts import chunking
+from sdclip.prompts.chunking import ChunkedPrompt, TokenChunk, chunk_prompt, empty_chunk
 from sdclip.errors import PromptError
-from sdclip.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
+from sdclip.models.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
 
 BOS, EOS, CAT, DOG, COMMA = 49406, 49407, 2368, 1929, 267
 
@@ -248,7 +248,7 @@ def test_every_chunk_is_bos_tokens_eos_padding(tok, text: str, syntax: str, trun
 @settings(max_examples=150, deadline=None)
 @given(text=prompts, syntax=st.sampled_from(["plain", "a1111", "comfy"]))
 def test_untruncated_chunks_hold_every_token_in_order(tok, text: str, syntax: str) -> None:
-    from sdclip.prompt_parser import parse_prompt
+    from sdclip.prompts.parser import parse_prompt
 
     prompt = chunk_prompt(text, tok, syntax=syntax, truncate=False)
     runs = [run for run in parse_prompt(text, syntax) if not (syntax == "a1111" and run == ("BREAK", -1.0))]

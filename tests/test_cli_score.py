@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from sdclip.cli import main
-from sdclip.scoring import ClipScorer
+from sdclip.scoring.clip_scorer import ClipScorer
 from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
 
 VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}

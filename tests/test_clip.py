@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from sdclip import clip
+from sdclip.compat import openai_clip as clip
 from sdclip.errors import ModelSourceError, PromptError, PromptTypeError
 from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
-from sdclip.tokenizer import load_tokenizer
+from sdclip.models.tokenizer import load_tokenizer
 
 VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 LABELS = ["a diagram", "a dog", "a cat"]
@@ -128,16 +128,16 @@ def test_model_attributes(folder):
 
 
 def test_openai_names_map_to_hub_ids(monkeypatch, folder):
-    import sdclip.loading
+    import sdclip.models.loading
 
     seen = []
-    real = sdclip.loading.load_clip_model
+    real = sdclip.models.loading.load_clip_model
 
     def fake(source, **kwargs):
         seen.append(source)
         return real(folder, **kwargs)
 
-    monkeypatch.setattr(sdclip.loading, "load_clip_model", fake)
+    monkeypatch.setattr(sdclip.models.loading, "load_clip_model", fake)
     for name in clip.available_models():
         clip.load(name, device="cpu")
     assert seen == ["openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14",

@@ -160,7 +160,7 @@ class CountingModel(torch.nn.Module):
 
 
 def test_repeated_prompts_and_shared_negative_are_encoded_once(sd_pipe):
-    from sdclip.loading import LoadedTextEncoder
+    from sdclip.models.loading import LoadedTextEncoder
 
     counting = CountingModel(sd_pipe.text_encoder)
     cond = TextConditioner([LoadedTextEncoder(counting, sd_pipe.tokenizer, None)])
@@ -174,7 +174,7 @@ def test_repeated_prompts_and_shared_negative_are_encoded_once(sd_pipe):
 
 
 def test_cache_can_be_disabled_and_is_bounded(sd_pipe):
-    from sdclip.loading import LoadedTextEncoder
+    from sdclip.models.loading import LoadedTextEncoder
 
     counting = CountingModel(sd_pipe.text_encoder)
     cond = TextConditioner([LoadedTextEncoder(counting, sd_pipe.tokenizer, None)], cache_size=0)

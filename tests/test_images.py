@@ -1,4 +1,4 @@
-"""sdclip.images: inputs, file errors, and preprocessing against transformers' CLIPImageProcessor (PIL backend)."""
+"""sdclip.scoring.images: inputs, file errors, and preprocessing against transformers' CLIPImageProcessor (PIL backend)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil
 
 from sdclip.errors import ImageInputError, ModelSourceError
-from sdclip.images import (
+from sdclip.scoring.images import (
     PreprocessConfig, as_chw_tensor, find_images, image_list, load_image, pil_to_uint8, preprocess_pil,
     preprocess_tensors, to_rgb,
 )  # fmt: skip

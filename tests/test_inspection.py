@@ -14,14 +14,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from sdclip import inspection
+from sdclip.inspection import api as inspection
 from sdclip.cli import main
-from sdclip.conditioning import TextConditioner
+from sdclip.conditioning.conditioner import TextConditioner
 from sdclip.errors import PromptError, PromptTypeError
-from sdclip.loading import LoadedTextEncoder
-from sdclip.prompt_tokens import PromptToken
+from sdclip.models.loading import LoadedTextEncoder
+from sdclip.prompts.tokens import PromptToken
 from sdclip.testing import TINY_TEXT, random_text_encoder, tiny_sd_pipeline
-from sdclip.tokenizer import load_tokenizer
+from sdclip.models.tokenizer import load_tokenizer
 
 TOL = 1e-5  # float32 model vs float64 reference, on values of order 1
 LONG = "a photo of a cat, " + "very " * 80 + "detailed"
@@ -310,7 +310,7 @@ def test_api_errors(cond, call, error, message):
 # -- docstring examples --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["sdclip.inspection", "sdclip.plots", "sdclip.score_files"])
+@pytest.mark.parametrize("module", ["sdclip.inspection.api", "sdclip.plots", "sdclip.scoring.score_files"])
 def test_docstring_examples_run(cond, module):
     import doctest
     import importlib

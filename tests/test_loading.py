@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sdclip import ModelSourceError, PickleRefusedError, TextConditioner, WeightsNotAvailableError
-from sdclip.devices import resolve_dtype
-from sdclip.loading import load_text_encoder, tokenizer_for_source
-from sdclip.sources import resolve_source
+from sdclip.models.devices import resolve_dtype
+from sdclip.models.loading import load_text_encoder, tokenizer_for_source
+from sdclip.models.sources import resolve_source
 
 PROMPTS = ["a photo of a cat", "", "portrait, (masterpiece:1.2)"]
 
@@ -44,7 +44,7 @@ def test_single_file_config_is_inferred_from_shapes(text_sources, sd_pipe):
 
 
 def test_single_file_reads_only_text_encoder_tensors(text_sources, monkeypatch):
-    import sdclip._checkpoint as ckpt
+    import sdclip.models.checkpoint as ckpt
 
     read = []
     original = ckpt.read_safetensors

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 import sdclip
-from sdclip.conditioning import TextConditioner
+from sdclip.conditioning.conditioner import TextConditioner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

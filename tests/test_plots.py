@@ -1,4 +1,4 @@
-"""sdclip.plots, sdclip.score_files and ``sdclip plot-scores``: figures are drawn, saved, and of the right size.
+"""sdclip.plots, sdclip.scoring.score_files and ``sdclip plot-scores``: figures are drawn, saved, and of the right size.
 
 Score files are written here in the format ``sdclip score`` writes (``image, prompt, score, rank, error``).
 """
@@ -14,9 +14,9 @@ from PIL import Image
 
 from sdclip import plots
 from sdclip.cli import main
-from sdclip.inspection import EmbeddingReport, SimilarityMatrix, TokenStats
+from sdclip.inspection.api import EmbeddingReport, SimilarityMatrix, TokenStats
 from sdclip.errors import ScoreFileError
-from sdclip.score_files import ScoreRow, ranked_groups, read_score_file
+from sdclip.scoring.score_files import ScoreRow, ranked_groups, read_score_file
 
 matplotlib.use("Agg")
 

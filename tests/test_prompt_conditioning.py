@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sdclip import EmbeddingError, PickleRefusedError, PromptError, TextConditioner
-from sdclip.loading import LoadedTextEncoder
+from sdclip.models.loading import LoadedTextEncoder
 
 BOS, EOS, CAT, DOG, COMMA = 49406, 49407, 2368, 1929, 267
 TOL = 1e-4  # fp32 model against a float64 reference

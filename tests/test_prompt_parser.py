@@ -1,4 +1,4 @@
-"""Tests for sdclip.prompt_parser: A1111 and ComfyUI weighting syntax.
+"""Tests for sdclip.prompts.parser: A1111 and ComfyUI weighting syntax.
 
 Expected values are transcribed from A1111's ``parse_prompt_attention`` docstring or worked by hand from
 the upstream rules; where a weight is a product it is written as that product (``1.1 * 1.5``), in the
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdclip import prompt_parser
+from sdclip.prompts import parser as prompt_parser
 from sdclip.errors import PromptError, PromptTypeError
-from sdclip.prompt_parser import SYNTAXES, parse_prompt
+from sdclip.prompts.parser import SYNTAXES, parse_prompt
 
 BIG = "9" * 300  # float() reads this as 1e300: two of them multiplied overflow
 HUGE = "9" * 400  # float() reads this as inf

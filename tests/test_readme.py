@@ -53,7 +53,7 @@ def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_
     from PIL import Image
     from safetensors.torch import save_file
 
-    from sdclip.tokenizer import SHIPPED_TOKENIZER_DIR
+    from sdclip.models.tokenizer import SHIPPED_TOKENIZER_DIR
 
     root = tmp_path_factory.mktemp("reader")
     weights = root / "weights"

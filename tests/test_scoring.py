@@ -19,10 +19,10 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
 from sdclip import ClipScorer, Ranking
-from sdclip.conditioning import TruncationWarning
+from sdclip.conditioning.conditioner import TruncationWarning
 from sdclip.errors import ImageInputError, PromptError, PromptTypeError, SdclipError
 from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
-from sdclip.tokenizer import load_tokenizer
+from sdclip.models.tokenizer import load_tokenizer
 
 VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 PROMPTS = ["a photo of a cat", "a dog", "a photo of a cat", "a diagram", "an astronaut riding a horse"]
@@ -333,7 +333,7 @@ def test_unexpected_decoder_failures_name_the_image(scorer, monkeypatch, tmp_pat
     def broken(path):
         raise RuntimeError("plugin crashed")
 
-    monkeypatch.setattr("sdclip.scoring.load_image", broken)
+    monkeypatch.setattr("sdclip.scoring.clip_scorer.load_image", broken)
     with pytest.raises(ImageInputError, match=r"images\[0\]: RuntimeError: plugin crashed"):
         scorer.score([tmp_path / "x.png"], "a cat")
 

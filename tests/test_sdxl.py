@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from sdclip import ModelSourceError, PromptError, PromptTypeError, TextConditioner, TruncationWarning
-from sdclip.conditioning import SDXL_SPEC
+from sdclip.conditioning.conditioner import SDXL_SPEC
 from sdclip.testing import (
     TINY_TEXT,
     TINY_TEXT_2,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from sdclip.prompt_tokens import tokenize_prompt
-from sdclip.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
+from sdclip.prompts.tokens import tokenize_prompt
+from sdclip.models.tokenizer import SHIPPED_TOKENIZER_DIR, load_tokenizer
 
 
 def test_the_issue_example(tokenizer):

@@ -1,4 +1,4 @@
-"""Tests for sdclip.weighting against float64 references written here with plain loops."""
+"""Tests for sdclip.conditioning.weighting against float64 references written here with plain loops."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sdclip import weighting
+from sdclip.conditioning import weighting
 from sdclip.errors import PromptError
-from sdclip.weighting import apply_weights
+from sdclip.conditioning.weighting import apply_weights
 
 B, T, H = 3, 77, 16
 

@@ -1,6 +1,6 @@
 """Prompt weights applied to CLIP hidden states: A1111's, ComfyUI's, or a plain multiply.
 
-Pure functions on tensors. The weights come from :mod:`sdclip.chunking` (one per token, 1.0 at BOS, EOS
+Pure functions on tensors. The weights come from :mod:`sdclip.prompts.chunking` (one per token, 1.0 at BOS, EOS
 and padding); the hidden states are the text encoder's output for those same chunks.
 """
 
@@ -28,7 +28,7 @@ def apply_weights(hidden: Tensor, weights: Tensor, *, mode: str, empty_hidden: T
 
     ``"comfy"`` is ComfyUI's ``encode_token_weights``: ``(hidden - empty_hidden) * w + empty_hidden`` at
     every token whose weight is not 1.0, with ``empty_hidden`` the encoding of the empty prompt's chunk
-    (:func:`sdclip.chunking.empty_chunk`). Tokens at weight 1.0 come back bit for bit.
+    (:func:`sdclip.prompts.chunking.empty_chunk`). Tokens at weight 1.0 come back bit for bit.
 
     ``"multiply"`` is ``hidden * w`` (A1111's "No norm").
 
@@ -84,7 +84,7 @@ def apply_weights(hidden: Tensor, weights: Tensor, *, mode: str, empty_hidden: T
     if empty_hidden is None:
         raise PromptError(
             "empty_hidden: mode 'comfy' needs the hidden states of the empty prompt's chunk, got None; "
-            "encode sdclip.chunking.empty_chunk(tokenizer) and pass them"
+            "encode sdclip.prompts.chunking.empty_chunk(tokenizer) and pass them"
         )
     if empty_hidden.dim() != 3 or empty_hidden.shape[0] not in (1, hidden.shape[0]) or empty_hidden.shape[1:] != hidden.shape[1:]:
         raise PromptError(

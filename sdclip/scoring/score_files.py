@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ScoreFileError
+from ..errors import ScoreFileError
 
 REQUIRED_COLUMNS = ("image", "prompt", "score")
 

@@ -1,4 +1,4 @@
-"""Build CLIP text encoders and full CLIP models from any source ``sdclip.sources`` resolves.
+"""Build CLIP text encoders and full CLIP models from any source ``sdclip.models.sources`` resolves.
 
 Models come back in eval mode, without gradients, with SDPA attention, on the requested device and
 dtype. Weights are read with safetensors (lazily: only the tensors needed); pickles only with
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _checkpoint as ckpt
+from . import checkpoint as ckpt
 from .devices import resolve_device, resolve_dtype
-from .errors import ModelSourceError
+from ..errors import ModelSourceError
 from .sources import DEFAULT_MODEL, ResolvedSource, model_index, pipeline_text_encoders, resolve_source
 from .tokenizer import SHIPPED_TOKENIZER_DIR, copy_tokenizer, has_tokenizer_files, load_tokenizer
 

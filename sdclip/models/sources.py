@@ -1,7 +1,7 @@
 """One resolver for every kind of model source: hub id, CLIP folder, diffusers pipeline folder, single file.
 
 ``resolve_source`` only looks (at the file system, or the hub cache); it loads no weights. The loaders in
-``sdclip.loading`` then read what it found.
+``sdclip.models.loading`` then read what it found.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ._checkpoint import PICKLE_SUFFIXES, read_json
-from .errors import ModelSourceError, WeightsNotAvailableError
+from .checkpoint import PICKLE_SUFFIXES, read_json
+from ..errors import ModelSourceError, WeightsNotAvailableError
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 SourceKind = Literal["clip_folder", "pipeline", "single_file"]

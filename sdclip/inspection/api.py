@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Any
 
-from ._inspection_results import (
+from .results import (
     AlignedToken,
     Comparison,
     EmbeddingReport,
@@ -26,13 +26,13 @@ from ._inspection_results import (
     TokenList,
     TokenStats,
 )
-from .errors import PromptError, PromptTypeError
-from .prompt_tokens import PromptToken
+from ..errors import PromptError, PromptTypeError
+from ..prompts.tokens import PromptToken
 
 if TYPE_CHECKING:
     import torch
 
-    from .conditioning import TextConditioner
+    from ..conditioning.conditioner import TextConditioner
 
 __all__ = [
     "AlignedToken", "Comparison", "EmbeddingReport", "Neighbour", "SimilarityMatrix", "TokenList", "TokenStats",
@@ -67,7 +67,7 @@ def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
         ...
         sdclip.errors.PromptError: syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'
     """
-    from .conditioning_types import resolve_settings
+    from ..conditioning.types import resolve_settings
 
     resolve_settings(None, syntax, True, weighting)
 
@@ -124,9 +124,9 @@ def tokens(prompt: str, source: Any = None, *, syntax: str = "plain", truncate: 
     """
     import os
 
-    from .conditioning import TextConditioner
-    from .loading import tokenizer_for_source
-    from .prompt_tokens import tokenize_prompt
+    from ..conditioning.conditioner import TextConditioner
+    from ..models.loading import tokenizer_for_source
+    from ..prompts.tokens import tokenize_prompt
 
     _check_prompt(prompt)
     options = _options(syntax, truncate)

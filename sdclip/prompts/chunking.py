@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sdclip.prompt_parser import BREAK_WEIGHT, parse_prompt
+from sdclip.prompts.parser import BREAK_WEIGHT, parse_prompt
 
 __all__ = ["CHUNK_LENGTH", "ChunkedPrompt", "TokenChunk", "chunk_prompt", "empty_chunk"]
 
@@ -106,7 +106,7 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
     ``syntax="plain"`` with ``truncate=True`` gives exactly the ids of
     ``tokenizer(text, padding="max_length", max_length=77, truncation=True)``, as diffusers encodes, and
     ``truncated_text`` is what diffusers' warning prints. Otherwise the prompt is parsed with
-    :func:`~sdclip.prompt_parser.parse_prompt`, each run tokenized on its own, and laid out the way A1111
+    :func:`~sdclip.prompts.parser.parse_prompt`, each run tokenized on its own, and laid out the way A1111
     (``"a1111"``, and ``"plain"`` as one run at weight 1.0) or ComfyUI (``"comfy"``) does.
 
     With ``truncate=True`` only the first chunk is kept: for ``"a1111"`` that is the first 75 tokens up
@@ -115,7 +115,7 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
 
     Args:
         text: the prompt.
-        tokenizer: a CLIP tokenizer (``sdclip.tokenizer.load_tokenizer()``).
+        tokenizer: a CLIP tokenizer (``sdclip.models.tokenizer.load_tokenizer()``).
         syntax: ``"plain"``, ``"a1111"`` or ``"comfy"``.
         truncate: keep only the first chunk.
 
@@ -127,7 +127,7 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
         PromptError: ``syntax`` is unknown.
 
     Example:
-        >>> from sdclip.tokenizer import load_tokenizer
+        >>> from sdclip.models.tokenizer import load_tokenizer
         >>> tok = load_tokenizer()
         >>> prompt = chunk_prompt("a (cat:1.5)", tok, syntax="a1111")
         >>> prompt.chunks[0].ids[:4], prompt.chunks[0].weights[:4], prompt.chunks[0].n_tokens
@@ -165,7 +165,7 @@ def empty_chunk(tokenizer: Tokenizer) -> TokenChunk:
         A chunk with ``n_tokens == 0``.
 
     Example:
-        >>> from sdclip.tokenizer import load_tokenizer
+        >>> from sdclip.models.tokenizer import load_tokenizer
         >>> chunk = empty_chunk(load_tokenizer())
         >>> chunk.ids[:3], len(chunk.ids), set(chunk.weights)
         ((49406, 49407, 49407), 77, {1.0})

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelSourceError, PickleRefusedError
+from ..errors import ModelSourceError, PickleRefusedError
 
 if TYPE_CHECKING:
     import torch

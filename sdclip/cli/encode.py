@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..sources import DEFAULT_MODEL
+from ..models.sources import DEFAULT_MODEL
 from ._common import add_model_options, output_path, stdout
 
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
     from safetensors.torch import save_file
 
-    from ..conditioning import TextConditioner
+    from ..conditioning.conditioner import TextConditioner
 
     out = output_path(args.out, suffixes=(".safetensors",))
     cond = TextConditioner.from_pretrained(

@@ -26,15 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._lru import LRUCache
-from .conditioning_types import TruncationWarning
-from .errors import ImageInputError, PromptError, PromptTypeError, SdclipError
+from .._lru import LRUCache
+from ..conditioning.types import TruncationWarning
+from ..errors import ImageInputError, PromptError, PromptTypeError, SdclipError
 from .images import (
     PreprocessConfig, as_chw_tensor, image_list, load_image, pil_to_uint8, preprocess_pil, preprocess_tensors,
     tensor_to_pil,
 )  # fmt: skip
-from .prompts import as_prompt_list, one_per
-from .sources import DEFAULT_MODEL
+from ..prompts.lists import as_prompt_list, one_per
+from ..models.sources import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     import torch
@@ -202,7 +202,7 @@ class ClipScorer:
         Example:
             >>> scorer = ClipScorer.from_pretrained("weights/clip-vit-large-patch14", device="cpu")  # doctest: +SKIP
         """
-        from .loading import load_clip_model
+        from ..models.loading import load_clip_model
 
         model, tokenizer, preprocessor = load_clip_model(
             source, device=device, dtype=dtype, local_files_only=local_files_only, allow_pickle=allow_pickle
@@ -385,7 +385,7 @@ class ClipScorer:
         """Per-pair scores batch by batch, for writing results as they come (what ``sdclip score`` does).
 
         Args:
-            images: any image input (see ``sdclip.images.image_list``).
+            images: any image input (see ``sdclip.scoring.images.image_list``).
             prompts: one prompt per image, or one string for all.
             errors: ``"raise"`` stops at the first unreadable image; ``"return"`` gives it a NaN
                 score and its message in ``ScoredBatch.errors``.

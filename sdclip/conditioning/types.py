@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .errors import PromptError
-from .prompt_parser import SYNTAXES
+from ..errors import PromptError
+from ..prompts.parser import SYNTAXES
 from .weighting import MODES
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import PromptError, PromptTypeError
+from ..errors import PromptError, PromptTypeError
 
 
 def as_prompt_list(value: Any, name: str, *, allow_empty: bool = True) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .prompt_tokens import PromptToken
+from ..prompts.tokens import PromptToken
 
 
 class Renderable:

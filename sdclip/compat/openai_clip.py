@@ -2,7 +2,7 @@
 
 Code written for ``import clip`` runs unchanged but for the import line::
 
-    from sdclip import clip
+    from sdclip.compat import openai_clip as clip
     model, preprocess = clip.load("ViT-L/14", device=device)
     image = preprocess(Image.open("CLIP.png")).unsqueeze(0).to(device)
     text = clip.tokenize(["a diagram", "a dog", "a cat"]).to(device)
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from .errors import ModelSourceError, PromptError, PromptTypeError
-from .images import PreprocessConfig, as_chw_tensor, preprocess_pil, tensor_to_pil
+from ..errors import ModelSourceError, PromptError, PromptTypeError
+from ..scoring.images import PreprocessConfig, as_chw_tensor, preprocess_pil, tensor_to_pil
 
 _MODELS = {
     "ViT-B/32": "openai/clip-vit-base-patch32",
@@ -96,7 +96,7 @@ class CLIP(torch.nn.Module):
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) preprocessed pixels -> (N, D) image features (not normalized), in the model's dtype."""
-        from .scoring import _pooled
+        from ..scoring.clip_scorer import _pooled
 
         pixels = image.to(device=self.model.logit_scale.device, dtype=self.dtype)
         return _pooled(self.model.get_image_features(pixel_values=pixels))
@@ -125,7 +125,7 @@ class CLIP(torch.nn.Module):
 
 
 def _pooled_text(model: Any, ids: torch.Tensor) -> torch.Tensor:
-    from .scoring import _pooled
+    from ..scoring.clip_scorer import _pooled
 
     return _pooled(model.get_text_features(input_ids=ids))
 
@@ -158,7 +158,7 @@ def load(
     Example:
         >>> model, preprocess = load("ViT-L/14", device="cpu")  # doctest: +SKIP
     """
-    from .loading import load_clip_model
+    from ..models.loading import load_clip_model
 
     if jit:
         raise ModelSourceError("jit=True: sdclip.clip has no TorchScript models; use jit=False (as fast with SDPA)")
@@ -194,7 +194,7 @@ def tokenize(texts: str | Sequence[str], context_length: int = 77, truncate: boo
         >>> tokenize("a cat")[0, :4].tolist()
         [49406, 320, 2368, 49407]
     """
-    from .tokenizer import load_tokenizer
+    from ..models.tokenizer import load_tokenizer
 
     items = [texts] if isinstance(texts, str) else list(texts)
     for index, item in enumerate(items):

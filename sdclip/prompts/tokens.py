@@ -42,7 +42,7 @@ def prompt_tokens(chunked: ChunkedPrompt, tokenizer: Any) -> list[PromptToken]:
     the truncated tokens, at the positions they would have had after the last chunk's tokens.
 
     Example:
-        >>> from sdclip.tokenizer import load_tokenizer
+        >>> from sdclip.models.tokenizer import load_tokenizer
         >>> tok = load_tokenizer()
         >>> [(t.text, t.position) for t in prompt_tokens(chunk_prompt("a cat", tok), tok)]
         [('<|startoftext|>', 0), ('a</w>', 1), ('cat</w>', 2), ('<|endoftext|>', 3)]
@@ -68,7 +68,7 @@ def tokenize_prompt(text: str, tokenizer: Any, *, syntax: str = "plain", truncat
     """Chunk ``text`` as the conditioner would and list its tokens (no weights or model needed).
 
     Example:
-        >>> from sdclip.tokenizer import load_tokenizer
+        >>> from sdclip.models.tokenizer import load_tokenizer
         >>> [(t.text, t.weight) for t in tokenize_prompt("(cat:1.5)", load_tokenizer(), syntax="a1111")][1]
         ('cat</w>', 1.5)
     """

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..sources import DEFAULT_MODEL
+from ..models.sources import DEFAULT_MODEL
 from ._common import add_model_options, output_path
 
 
@@ -34,8 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import inspection
-    from ..conditioning import TextConditioner
+    from ..inspection import api as inspection
+    from ..conditioning.conditioner import TextConditioner
     from ..errors import PromptError
     from ._common import stderr, stdout
 
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_plots(cond: Any, args: argparse.Namespace, report: Any, matrix: Any, options: dict) -> list[Path]:
-    from .. import inspection, plots
+    from ..inspection import api as inspection
+    from .. import plots
 
     folder = Path(args.plot)
     written = [

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SdclipError
-from ..sources import DEFAULT_MODEL
+from ..models.sources import DEFAULT_MODEL
 from ._common import add_model_options, output_path, stderr, stdout
 
 COLUMNS = ("image", "prompt", "score", "rank", "error")
@@ -201,7 +201,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 def add_ranks(rows: list[dict]) -> None:
     """Fill in each row's rank within its prompt (1 = best; ties by order; failed rows get none)."""
-    from ..scoring import Ranking
+    from ..scoring.clip_scorer import Ranking
 
     groups: dict[str, list[int]] = {}
     for index, row in enumerate(rows):
@@ -218,7 +218,7 @@ def add_ranks(rows: list[dict]) -> None:
 
 
 def _pairs_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
-    from ..images import find_images
+    from ..scoring.images import find_images
 
     if args.pairs is not None:
         if args.images:
@@ -234,7 +234,7 @@ def _pairs_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..scoring import ClipScorer
+    from ..scoring.clip_scorer import ClipScorer
 
     if args.resume and not args.out:
         raise SdclipError("--resume: needs --out (the file to resume)")

@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _checkpoint as ckpt
-from .errors import EmbeddingError
+from ..models import checkpoint as ckpt
+from ..errors import EmbeddingError
 
 if TYPE_CHECKING:
     import torch
@@ -141,8 +141,8 @@ def load_into_encoders(
     """
     import copy
 
-    from .loading import LoadedTextEncoder
-    from .tokenizer import copy_tokenizer
+    from ..models.loading import LoadedTextEncoder
+    from ..models.tokenizer import copy_tokenizer
 
     name, vectors = read_embedding(path, allow_pickle=allow_pickle)
     name = token or name

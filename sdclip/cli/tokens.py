@@ -20,8 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from ..loading import tokenizer_for_source
-    from ..prompt_tokens import tokenize_prompt
+    from ..models.loading import tokenizer_for_source
+    from ..prompts.tokens import tokenize_prompt
     from ._common import stdout
 
     tokenizer = tokenizer_for_source(args.model)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .commands import COMMANDS
-from .errors import SdclipError
+from ..errors import SdclipError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ImageInputError, ModelSourceError
+from ..errors import ImageInputError, ModelSourceError
 
 if TYPE_CHECKING:
     import torch

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._lru import LRUCache
-from .chunking import ChunkedPrompt, chunk_prompt, empty_chunk
-from .conditioning_types import (
+from .._lru import LRUCache
+from ..prompts.chunking import ChunkedPrompt, chunk_prompt, empty_chunk
+from .types import (
     SDXL_SPEC,
     Conditioning,
     EncodeSettings,
@@ -24,11 +24,11 @@ from .conditioning_types import (
     TruncationWarning,
     resolve_settings,
 )
-from .errors import PromptError, PromptTypeError
-from .loading import LoadedTextEncoder, LoadedTextEncoders, load_text_encoder, load_text_encoders
-from .prompt_tokens import PromptToken, prompt_tokens
-from .prompts import second_prompts, validate_prompts
-from .sources import DEFAULT_MODEL
+from ..errors import PromptError, PromptTypeError
+from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, load_text_encoder, load_text_encoders
+from ..prompts.tokens import PromptToken, prompt_tokens
+from ..prompts.lists import second_prompts, validate_prompts
+from ..models.sources import DEFAULT_MODEL
 from .textual_inversion import expand_textual_inversion
 from .weighting import apply_weights
 
@@ -151,7 +151,7 @@ class TextConditioner:
             >>> cond.encode("a cat").prompt_embeds.shape
             torch.Size([1, 77, 320])
         """
-        from .errors import ModelSourceError
+        from ..errors import ModelSourceError
 
         names = [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
         for name in names + ["text_encoder_3"]:

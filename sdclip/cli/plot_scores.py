@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import plots
     from ..errors import SdclipError
-    from ..score_files import ranked_groups, read_score_file
+    from ..scoring.score_files import ranked_groups, read_score_file
     from ._common import stderr, stdout
 
     if args.top < 1 or args.columns < 1:

@@ -1,0 +1,7 @@
+"""``python -m sdclip.cli ...``: the same command line as the ``sdclip`` script."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())
