@@ -21,7 +21,7 @@ _EXPORTS = {
     "Conditioning": "sdclip.conditioning.conditioner",
     "EncoderSpec": "sdclip.conditioning.conditioner",
     "TextConditioner": "sdclip.conditioning.conditioner",
-    "TruncationWarning": "sdclip.conditioning.conditioner",
+    "TruncationWarning": "sdclip.prompts.truncation",
     "load_text_encoder": "sdclip.models.loading",
     "load_text_encoders": "sdclip.models.loading",
     "load_clip_model": "sdclip.models.loading",
@@ -53,7 +53,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .compat import openai_clip as clip
-    from .conditioning.conditioner import Conditioning, EncoderSpec, TextConditioner, TruncationWarning
+    from .conditioning.conditioner import Conditioning, EncoderSpec, TextConditioner
+    from .prompts.truncation import TruncationWarning
     from .errors import (
         EmbeddingError,
         ImageInputError,

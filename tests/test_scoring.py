@@ -183,7 +183,7 @@ def test_long_prompt_keeps_its_eos_token(scorer, model, processor, images):
         image = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
         right, wrong = (torch.nn.functional.normalize(model.get_text_features(input_ids=i).pooler_output, dim=-1)
                         for i in (kept, cut))
-    message = re.escape(f"prompt {LONG_PROMPT[:60]!r}... is longer than 77 tokens; scored without: 'fur") + ".*sunset'"
+    message = re.escape(f"prompt {LONG_PROMPT[:60]!r}... is longer than the 77-token limit; scored without: 'fur") + ".*sunset'"
     with pytest.warns(TruncationWarning, match=message) as record:
         score = scorer.score(images[:1], LONG_PROMPT)
     assert record[0].filename == __file__  # the warning points at the caller
@@ -203,7 +203,7 @@ def test_long_context_models_read_their_limit_from_the_config(tmp_path, images):
     with torch.no_grad():
         expected = model.get_text_features(input_ids=tokens.input_ids).pooler_output
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
-    with pytest.warns(TruncationWarning, match="is longer than 248 tokens"):
+    with pytest.warns(TruncationWarning, match="is longer than the 248-token limit"):
         scorer.text_features(LONG_PROMPT * 2)
 
 

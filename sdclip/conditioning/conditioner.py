@@ -9,7 +9,6 @@ and works with transformers 5.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +20,6 @@ from .types import (
     Conditioning,
     EncodeSettings,
     EncoderSpec,
-    TruncationWarning,
     resolve_settings,
 )
 from ..errors import PromptError, PromptTypeError
@@ -29,6 +27,7 @@ from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, load_text_en
 from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.lists import second_prompts, validate_prompts
 from ..models.sources import DEFAULT_MODEL
+from ..prompts.truncation import TruncationWarning, warn_truncated
 from .textual_inversion import expand_textual_inversion
 from .weighting import apply_weights
 
@@ -436,12 +435,7 @@ class TextConditioner:
                     )
                 sides.append(((texts, encoded), (negative_texts, negative_encoded)))
         for text, dropped in dict.fromkeys(self._truncated):
-            warnings.warn(
-                f"prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than the 77-token limit; "
-                f"this part was dropped: {dropped!r} (pass truncate=False to keep it)",
-                TruncationWarning,
-                stacklevel=2,
-            )
+            warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
         n_chunks = max(len(encoded[text][2]) for side in sides for texts, encoded in side for text in texts)
 
         def padded(encoded: dict, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     import torch
 
 
-class TruncationWarning(UserWarning):
-    """A prompt was longer than the model's token limit and was cut (its end-of-text token kept)."""
-
-
 @dataclass
 class Conditioning:
     """What a diffusers pipeline takes instead of prompt text.

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._lru import LRUCache
-from ..conditioning.types import TruncationWarning
+from ..prompts.truncation import caller_stacklevel, warn_truncated
 from ..errors import ImageInputError, PromptError, PromptTypeError, SdclipError
 from .images import (
     PreprocessConfig, as_chw_tensor, image_list, load_image, pil_to_uint8, preprocess_pil, preprocess_tensors,
@@ -108,14 +106,6 @@ class ScoredBatch:
     start: int
     scores: torch.Tensor
     errors: tuple[str | None, ...]
-
-
-def _caller_level() -> int:
-    """``stacklevel`` that points a warning at the first frame outside sdclip (the user's call)."""
-    frame, level = sys._getframe(1), 1  # level 1: the frame that calls warnings.warn
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("sdclip."):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _pooled(output: Any) -> torch.Tensor:
@@ -232,11 +222,7 @@ class ClipScorer:
         rows = []
         for text, ids in zip(texts, self.tokenizer(texts, verbose=False).input_ids):
             if len(ids) > limit:
-                dropped = self.tokenizer.decode(ids[limit - 1 : -1])
-                warnings.warn(
-                    f"prompt {text[:60]!r}{'...' if len(text) > 60 else ''} is longer than {limit} tokens; "
-                    f"scored without: {dropped!r}", TruncationWarning, stacklevel=_caller_level(),
-                )
+                warn_truncated(text, self.tokenizer.decode(ids[limit - 1 : -1]), limit=limit, what="scored")
                 ids = ids[: limit - 1] + ids[-1:]
             rows.append(ids)
         length = max(len(ids) for ids in rows)
