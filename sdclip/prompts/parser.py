@@ -12,9 +12,14 @@ touch inputs upstream cannot handle (both documented on :func:`parse_prompt`):
 * a weight literal that is not a finite float (A1111: ``(a:.)``, ``(a:1.2.3)``, 400 digits; ComfyUI:
   ``(a:inf)``, ``(a:nan)``, ``(a:1e400)``) is read as text, where A1111 raises and ComfyUI passes
   ``inf``/``nan`` on to the model;
-* products of weights that overflow saturate at ``±sys.float_info.max`` instead of becoming ``inf``.
+* products of weights that overflow saturate at ``±sys.float_info.max`` instead of becoming ``inf``
+  (the conditioner then refuses a weight that is not finite in the model's dtype).
 
-So every weight returned is finite, and no string makes :func:`parse_prompt` raise.
+So every weight returned is finite. Parsing takes time linear in the prompt's length (a 1 MB prompt in
+about a second); for that, the a1111 syntax refuses brackets nested deeper than
+:data:`sdclip.prompts.a1111.MAX_NESTING` (100) with a :class:`~sdclip.errors.PromptError` (A1111 has
+no limit, but its time grows with runs x depth). Apart from that, no string makes :func:`parse_prompt`
+raise.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ def parse_prompt(text: str, syntax: str = "a1111") -> list[tuple[str, float]]:
 
     Deviations, only where upstream fails: a weight literal that is not a finite float is text (A1111
     would raise on ``(a:.)``; ComfyUI would pass ``inf`` on from ``(a:inf)``), and a product of weights
-    that overflows saturates at ``±sys.float_info.max``. Everything else equals upstream exactly.
+    that overflows saturates at ``±sys.float_info.max``. Everything else equals upstream exactly, except
+    that ``"a1111"`` refuses brackets nested more than 100 deep.
 
     Args:
         text: the prompt.
