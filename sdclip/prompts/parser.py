@@ -25,6 +25,7 @@ raise.
 from __future__ import annotations
 
 from ..errors import PromptTypeError
+from .lists import check_unicode
 from .parsed import BREAK_WEIGHT, ParsedPrompt
 from .syntaxes import get_syntax
 
@@ -91,7 +92,7 @@ def parse(text: str, syntax: str = "plain") -> ParsedPrompt:
 
     Raises:
         PromptTypeError: ``text`` is not a string.
-        PromptError: ``syntax`` is unknown.
+        PromptError: ``syntax`` is unknown, or ``text`` holds a lone surrogate (not valid UTF-8 text).
 
     Example:
         >>> parse("a (cat:1.5), BREAK snow", "comfy").items
@@ -101,4 +102,4 @@ def parse(text: str, syntax: str = "plain") -> ParsedPrompt:
     """
     if not isinstance(text, str):
         raise PromptTypeError(f"prompt: expected a str, got {type(text).__name__} ({text!r:.60})")
-    return get_syntax(syntax).parse(text)
+    return get_syntax(syntax).parse(check_unicode(text, "prompt"))
