@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..prompts.syntaxes import syntax_names
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tokens", help="show each token, its id and position",
@@ -11,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("prompts", nargs="+", metavar="PROMPT")
     parser.add_argument("--model", default=None, metavar="SRC",
                         help="use this model's tokenizer (default: the shipped clip-vit-large-patch14 one)")
-    parser.add_argument("--syntax", default="plain", choices=["plain", "a1111", "comfy"],
+    parser.add_argument("--syntax", default="plain", choices=syntax_names(),
                         help="how the prompt is read (weights, BREAK); default plain, as diffusers")
     parser.add_argument("--no-truncate", action="store_true", help="show every chunk of a long prompt")
     parser.set_defaults(run=run)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..models import checkpoint as ckpt
 from ..errors import EmbeddingError
+from ..prompts.syntaxes import get_syntax
 
 if TYPE_CHECKING:
     import torch
@@ -110,7 +111,7 @@ def expand_textual_inversion(text: str, added: dict[str, int], *, syntax: str = 
     """
     if not added:
         return text
-    if syntax == "comfy":
+    if get_syntax(syntax).embedding_prefix:
         def named(match: re.Match) -> str:
             stem = match.group(1)
             for suffix in _SUFFIXES:

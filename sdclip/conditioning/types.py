@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptError
-from ..prompts.parser import SYNTAXES
+from ..prompts.syntaxes import get_syntax
 from .weighting import MODES
 
 if TYPE_CHECKING:
@@ -91,16 +91,12 @@ class EncodeSettings:
     weighting: str | None = None  # resolved: None (no weights), "a1111", "comfy" or "multiply"
 
 
-_DEFAULT_WEIGHTING = {"plain": None, "a1111": "a1111", "comfy": "comfy"}
-
-
 def resolve_settings(clip_skip: Any, syntax: Any, truncate: Any, weighting: Any) -> EncodeSettings:
     if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
         raise PromptError(f"clip_skip: expected None or an integer >= 0, got {clip_skip!r}")
-    if syntax not in SYNTAXES:
-        raise PromptError(f"syntax: expected one of {', '.join(map(repr, SYNTAXES))}, got {syntax!r}")
+    default_weighting = get_syntax(syntax).weighting  # the one check of syntax=, and its own weighting
     if not isinstance(truncate, bool):
         raise PromptError(f"truncate: expected True or False, got {truncate!r}")
     if weighting is not None and weighting not in MODES:
         raise PromptError(f"weighting: expected None or one of {', '.join(map(repr, MODES))}, got {weighting!r}")
-    return EncodeSettings(clip_skip, syntax, truncate, weighting or _DEFAULT_WEIGHTING[syntax])
+    return EncodeSettings(clip_skip, syntax, truncate, weighting or default_weighting)

@@ -1,9 +1,11 @@
 """Token ids and per-token weights for a prompt, in CLIP's 77-token windows.
 
-Plain Python over a tokenizer object: no torch. Three layouts, one per prompt syntax:
+Plain Python over a tokenizer object: no torch. Three layouts; each syntax names its own
+(:attr:`sdclip.prompts.parsed.Syntax.layout`):
 
-* ``"plain"`` with ``truncate=True`` is what diffusers does: one window, the rest cut off.
-* ``"a1111"`` (and ``"plain"`` with ``truncate=False``) is A1111's ``tokenize_line``: 75 tokens a chunk,
+* ``"diffusers"`` (the ``"plain"`` syntax's) with ``truncate=True`` is what diffusers does: one window,
+  the rest cut off; with ``truncate=False`` it is the ``"a1111"`` layout.
+* ``"a1111"`` is A1111's ``tokenize_line``: 75 tokens a chunk,
   ``BREAK`` starts a new chunk, and a chunk that fills up hands the words after its last comma (if
   that comma is among its last 20 tokens) to the next chunk.
 * ``"comfy"`` is ComfyUI's ``SDTokenizer.tokenize_with_weights``: a weighted run of 8 tokens or more is
@@ -27,7 +29,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sdclip.prompts.parser import BREAK_WEIGHT, parse_prompt
+from ..errors import PromptError
+from .parsed import Break, Item, Run
+from .parser import parse
+from .syntaxes import get_syntax
 
 __all__ = ["CHUNK_LENGTH", "ChunkedPrompt", "TokenChunk", "chunk_prompt", "empty_chunk"]
 
@@ -106,8 +111,9 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
     ``syntax="plain"`` with ``truncate=True`` gives exactly the ids of
     ``tokenizer(text, padding="max_length", max_length=77, truncation=True)``, as diffusers encodes, and
     ``truncated_text`` is what diffusers' warning prints. Otherwise the prompt is parsed with
-    :func:`~sdclip.prompts.parser.parse_prompt`, each run tokenized on its own, and laid out the way A1111
-    (``"a1111"``, and ``"plain"`` as one run at weight 1.0) or ComfyUI (``"comfy"``) does.
+    :func:`~sdclip.prompts.parser.parse`, each run tokenized on its own, and laid out the way A1111
+    (``"a1111"``, and ``"plain"`` as one run at weight 1.0) or ComfyUI (``"comfy"``) does: the layout is
+    the syntax's own (:attr:`~sdclip.prompts.parsed.Syntax.layout`), so a registered syntax chunks too.
 
     With ``truncate=True`` only the first chunk is kept: for ``"a1111"`` that is the first 75 tokens up
     to the first ``BREAK`` (no comma backtrack, which only decides what moves to a next chunk), for
@@ -116,7 +122,7 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
     Args:
         text: the prompt.
         tokenizer: a CLIP tokenizer (``sdclip.models.tokenizer.load_tokenizer()``).
-        syntax: ``"plain"``, ``"a1111"`` or ``"comfy"``.
+        syntax: ``"plain"``, ``"a1111"``, ``"comfy"`` or a registered syntax.
         truncate: keep only the first chunk.
 
     Returns:
@@ -135,15 +141,18 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
         >>> len(chunk_prompt("cat " * 80, tok, syntax="a1111", truncate=False).chunks)
         2
     """
-    runs = parse_prompt(text, syntax)  # validates text and syntax for every branch
-    if syntax == "plain" and truncate:
-        return _diffusers_chunk(text, tokenizer)
-    if syntax == "comfy":
-        windows = _comfy_layout(_comfy_groups(runs, tokenizer))
+    items = parse(text, syntax).items  # validates text and syntax for every branch
+    layout = get_syntax(syntax).layout
+    if layout == "diffusers" and truncate:
+        if len(items) != 1 or not isinstance(items[0], Run) or items[0].weight != 1.0:
+            raise PromptError(f"syntax {syntax!r}: the diffusers layout takes one run at weight 1.0, got {items!r:.80}")
+        return _diffusers_chunk(items[0].text, tokenizer)  # diffusers' own cut of exactly that text
+    if layout == "comfy":
+        windows = _comfy_layout(_comfy_groups([item for item in items if isinstance(item, Run)], tokenizer))
     else:
-        tokenized = _tokenize(tokenizer, [part for part, _ in runs])
+        tokenized = _tokenize(tokenizer, [item.text if isinstance(item, Run) else "" for item in items])
         backtrack = 0 if truncate else COMMA_BACKTRACK
-        windows = _a1111_layout(runs, tokenized, comma=_comma_id(tokenizer), backtrack=backtrack)
+        windows = _a1111_layout(items, tokenized, comma=_comma_id(tokenizer), backtrack=backtrack)
     truncated_text = None
     if truncate:
         dropped = [token for window in windows[1:] for token, _ in window]
@@ -210,9 +219,7 @@ def _diffusers_chunk(text: str, tokenizer: Tokenizer) -> ChunkedPrompt:
     return ChunkedPrompt((chunk,), truncated_text)
 
 
-def _a1111_layout(
-    runs: list[tuple[str, float]], tokenized: list[list[int]], *, comma: int | None, backtrack: int
-) -> list[_Run]:
+def _a1111_layout(items: tuple[Item, ...], tokenized: list[list[int]], *, comma: int | None, backtrack: int) -> list[_Run]:
     """A1111's ``tokenize_line`` without embeddings: the prompt tokens of each chunk.
 
     Kept from upstream on purpose: a leading ``BREAK`` gives an empty first chunk, and so does each
@@ -222,11 +229,12 @@ def _a1111_layout(
     chunks: list[_Run] = []
     chunk: _Run = []
     last_comma = -1
-    for (part, weight), tokens in zip(runs, tokenized, strict=True):
-        if part == "BREAK" and weight == BREAK_WEIGHT:
+    for item, tokens in zip(items, tokenized, strict=True):
+        if isinstance(item, Break):
             chunks.append(chunk)
             chunk, last_comma = [], -1
             continue
+        weight = item.weight
         for token in tokens:
             if token == comma:
                 last_comma = len(chunk)
@@ -243,12 +251,12 @@ def _a1111_layout(
     return chunks
 
 
-def _comfy_groups(runs: list[tuple[str, float]], tokenizer: Tokenizer) -> list[_Run]:
+def _comfy_groups(runs: list[Run], tokenizer: Tokenizer) -> list[_Run]:
     """ComfyUI's token groups: each weighted run, cut before every ``embedding:``, tokenized whole."""
     pieces: list[tuple[str, float]] = []
-    for part, weight in runs:
-        first, *rest = _RE_EMBEDDING_SPLIT.split(part)
-        pieces += [(piece, weight) for piece in [first, *("embedding:" + r for r in rest)] if piece]
+    for run in runs:
+        first, *rest = _RE_EMBEDDING_SPLIT.split(run.text)
+        pieces += [(piece, run.weight) for piece in [first, *("embedding:" + r for r in rest)] if piece]
     tokenized = _tokenize(tokenizer, [piece for piece, _ in pieces])
     return [[(token, weight) for token in tokens] for tokens, (_, weight) in zip(tokenized, pieces, strict=True)]
 

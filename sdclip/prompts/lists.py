@@ -1,6 +1,9 @@
 """Prompt arguments as lists of strings: one text per prompt, checked, with errors that name the item.
 
-Pure Python (no torch), shared by the text conditioner and the scorer.
+Pure Python (no torch), shared by the text conditioner, the scorer and (through
+:func:`sdclip.prompts.parser.parse`) every path from prompt text to tokens: a prompt that is not valid
+Unicode text (a lone surrogate) is a ``PromptError`` naming the argument, never an error deep inside a
+tokenizer.
 """
 
 from __future__ import annotations
@@ -9,6 +12,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PromptError, PromptTypeError
+
+
+def check_unicode(text: str, name: str) -> str:
+    """``text`` if it is valid Unicode text; a lone surrogate (what Python makes of a byte that is not
+    UTF-8 in a file name or a command-line argument) is a ``PromptError`` naming ``name``.
+
+    Example:
+        >>> check_unicode("a cat", "prompt")
+        'a cat'
+        >>> check_unicode("a \\udcff cat", "prompt")
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.PromptError: prompt: must be valid UTF-8 text, but character 2 is a lone surrogate '\\udcff' (a byte that is not UTF-8, from a file or command line?); decode the text first
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise PromptError(
+                f"{name}: must be valid UTF-8 text, but character {error.start} is a lone surrogate "
+                f"{text[error.start]!r} (a byte that is not UTF-8, from a file or command line?); decode the text first"
+            ) from None
+    return text
 
 
 def as_prompt_list(value: Any, name: str, *, allow_empty: bool = True) -> list[str]:
@@ -21,12 +47,13 @@ def as_prompt_list(value: Any, name: str, *, allow_empty: bool = True) -> list[s
     if not allow_empty and isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 0:
         raise PromptError(f"{name}: expected at least one text, got an empty list")
     if isinstance(value, str):
-        return [value]
+        return [check_unicode(value, name)]
     if not isinstance(value, Sequence):
         raise PromptTypeError(f"{name}: expected a string or a list of strings, got {type(value).__name__}")
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise PromptTypeError(f"{name}[{index}]: expected a string, got {type(item).__name__} {item!r}")
+        check_unicode(item, f"{name}[{index}]")
     return list(value)
 
 
@@ -58,7 +85,7 @@ def one_per(value: Any, count: int, *, name: str, what: str, per: str) -> list[s
         ['a cat', 'a cat']
     """
     if isinstance(value, str):
-        return [value] * count
+        return [check_unicode(value, name)] * count
     items = as_prompt_list(value, name, allow_empty=False)
     if len(items) != count:
         raise PromptError(

@@ -180,8 +180,9 @@ def test_deep_nesting_does_not_hit_the_recursion_limit() -> None:
     text = "(" * depth + "a" + ")" * depth
     assert parse_prompt(text, "comfy") == [("a", math.prod([1.1] * depth))]
     assert parse_prompt("(" * depth + "a", "comfy") == [("(" * depth + "a", 1.0)]
-    [(part, weight)] = parse_prompt(text, "a1111")
-    assert part == "a" and math.isfinite(weight)
+    # a1111 reads up to MAX_NESTING levels (exactly, see test_a1111_nesting_limit) and refuses deeper.
+    with pytest.raises(PromptError, match=r"brackets nest more than 100 deep at character 100;"):
+        parse_prompt(text, "a1111")
 
 
 def test_examples_in_docstrings() -> None:
