@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelSourceError, PickleRefusedError
 
@@ -61,18 +61,33 @@ def read_safetensors(path: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]
 
 
 def read_pickle(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    """Load a pickle checkpoint with ``torch.load(weights_only=True)``, only when allowed."""
+    """Load a pickle checkpoint with ``torch.load(weights_only=True)``, only when allowed.
+
+    A pickle that holds anything but tensors and plain containers (code, custom classes) is refused
+    with one line; torch's own multi-line explanation and protocol warning are not shown.
+    """
     if not allow_pickle:
         raise PickleRefusedError(
             f"checkpoint '{path}': pickle files ({', '.join(PICKLE_SUFFIXES)}) can run code when loaded; "
             "pass allow_pickle=True (CLI: --allow-pickle) if you trust it, or convert it to .safetensors"
         )
+    import pickle
+    import warnings
+
     import torch
 
     try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4 ...": noise beside the error below
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ModelSourceError(
+            f"checkpoint '{path}': holds objects other than tensors (code or custom classes), which "
+            "torch.load(weights_only=True) refuses to run; convert it to .safetensors where you trust it"
+        ) from error
     except Exception as error:
-        raise ModelSourceError(f"checkpoint '{path}': not a loadable torch checkpoint ({error})") from error
+        reason = " ".join(str(error).split())[:200]
+        raise ModelSourceError(f"checkpoint '{path}': not a loadable torch checkpoint ({reason})") from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]  # Lightning / LDM .ckpt files nest the weights
     if not isinstance(loaded, dict):
@@ -218,8 +233,94 @@ def infer_vision_config(state_dict: dict[str, torch.Tensor]) -> dict:
 
 
 def read_json(path: Path) -> dict:
-    """Read a JSON config file, with an error that names the file when it is broken."""
+    """Read a JSON config file (an object), with an error that names the file when it is broken."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ModelSourceError(f"config '{path}': not a readable JSON file ({error})") from error
+    if not isinstance(loaded, dict):
+        raise ModelSourceError(f"config '{path}': expected a JSON object, found a JSON {_json_kind(loaded)}")
+    return loaded
+
+
+def _json_kind(value: object) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+# -- model folders --------------------------------------------------------------------------------
+
+
+def is_text_key(key: str) -> bool:
+    """Whether a canonical key belongs to the text tower (or its projection), not the vision tower."""
+    return not key.startswith(("vision_model.", "visual_projection", "logit_scale"))
+
+
+def weight_files(folder: Path, *, allow_pickle: bool) -> tuple[list[Path], bool]:
+    """The weight files of a transformers model folder: (files, are_pickles)."""
+    safetensors = sorted(folder.glob("*.safetensors"))
+    if (folder / "model.safetensors").is_file():
+        safetensors = [folder / "model.safetensors"]
+    elif (index := folder / "model.safetensors.index.json").is_file():
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+        safetensors = [folder / shard for shard in shards]
+    if safetensors:
+        return safetensors, False
+    pickles = sorted(folder.glob("pytorch_model*.bin"))
+    if pickles:
+        if not allow_pickle:
+            read_pickle(pickles[0], allow_pickle=False)  # raises the standard refusal
+        return pickles, True
+    raise ModelSourceError(f"model folder '{folder}': no weights found (expected model.safetensors)")
+
+
+def read_folder_weights(folder: Path, *, allow_pickle: bool, want: Any = None) -> dict[str, torch.Tensor]:
+    """Canonical state dict of a model folder; ``want(key)`` picks which raw keys to read."""
+    files, pickled = weight_files(folder, allow_pickle=allow_pickle)
+    state_dict: dict[str, torch.Tensor] = {}
+    for file in files:
+        if pickled:
+            tensors = read_pickle(file, allow_pickle=True)
+            state_dict.update({k: v for k, v in tensors.items() if want is None or want(k)})
+        else:
+            keys = [k for k in safetensors_keys(file) if want is None or want(k)]
+            state_dict.update(read_safetensors(file, keys))
+    return canonical_clip_state_dict(state_dict)
+
+
+# -- what the tensors hold ------------------------------------------------------------------------
+
+
+def check_finite(tensors: Mapping[str, Any], *, source: str) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor.
+
+    Each floating tensor is summed first (one fast reduction); only when a sum is not finite, which a
+    NaN or inf anywhere guarantees, is the tensor checked element by element (a sum of large finite
+    float16 values can overflow). Non-tensors and integer tensors are skipped.
+
+    Args:
+        tensors: name -> tensor (a state dict, or a textual-inversion file's vectors).
+        source: the file or model, for the message.
+
+    Raises:
+        ModelSourceError: a tensor holds a NaN or an infinite value.
+
+    Example:
+        >>> import torch
+        >>> check_finite({"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])}, source="x.safetensors")
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.ModelSourceError: checkpoint 'x.safetensors': tensor 'b' holds 1 NaN/inf values of 2; the file is damaged or was saved after a diverged training run
+    """
+    import torch
+
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.device.type == "meta":
+            continue
+        if torch.isfinite(tensor.sum(dtype=torch.float32)):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise ModelSourceError(
+                f"checkpoint '{source}': tensor '{name}' holds {bad} NaN/inf values of {tensor.numel()}; "
+                "the file is damaged or was saved after a diverged training run"
+            )

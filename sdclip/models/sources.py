@@ -1,7 +1,7 @@
 """One resolver for every kind of model source: hub id, CLIP folder, diffusers pipeline folder, single file.
 
 ``resolve_source`` only looks (at the file system, or the hub cache); it loads no weights. The loaders in
-``sdclip.models.loading`` then read what it found.
+``sdclip.models.text_encoders`` and ``sdclip.models.clip_models`` then read what it found.
 """
 
 from __future__ import annotations
@@ -99,12 +99,15 @@ def _classify_folder(folder: Path, name: str) -> SourceKind:
     if (folder / "config.json").is_file():
         config = read_json(folder / "config.json")
         model_type = config.get("model_type", "")
+        model_type = model_type if isinstance(model_type, str) else ""
         architectures = config.get("architectures") or []
+        architectures = [arch for arch in architectures if isinstance(arch, str)] if isinstance(architectures, list) else []
         if model_type.startswith("clip") or any(arch.startswith("CLIP") for arch in architectures):
             return "clip_folder"
         raise ModelSourceError(
             f"model '{name}': {folder / 'config.json'} describes {architectures or model_type or 'an unknown model'}, "
-            "expected a CLIP model (CLIPModel, CLIPTextModel or CLIPTextModelWithProjection)"
+            "expected a CLIP model (CLIPModel, CLIPTextModel or CLIPTextModelWithProjection; \"architectures\" "
+            "names the class)"
         )
     if (folder / "text_encoder").is_dir():
         return "pipeline"
@@ -157,41 +160,3 @@ def model_index(resolved: ResolvedSource) -> dict:
     """A pipeline folder's ``model_index.json`` ({} when it has none)."""
     path = resolved.path / "model_index.json"
     return read_json(path) if path.is_file() else {}
-
-
-def has_component(resolved: ResolvedSource, index: dict, part: str) -> bool:
-    """Whether a pipeline has ``part``: per ``model_index.json`` when it names it, else per the folder."""
-    if part in index:
-        entry = index[part]
-        return isinstance(entry, list) and bool(entry) and entry[0] is not None  # [null, null]: not used
-    return (resolved.path / part).is_dir()
-
-
-def pipeline_text_encoders(resolved: ResolvedSource, index: dict) -> list[str]:
-    """The text encoder subfolders a pipeline conditions with, checked to be present and CLIP."""
-    if has_component(resolved, index, "text_encoder_3"):
-        raise ModelSourceError(
-            f"model '{resolved.name}': pipeline has a third text encoder (text_encoder_3, as Stable Diffusion 3); "
-            "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
-        )
-    if not has_component(resolved, index, "text_encoder_2"):
-        return ["text_encoder"]
-    parts = ["text_encoder_2"]  # the SDXL refiner has no first encoder
-    if has_component(resolved, index, "text_encoder"):
-        parts.insert(0, "text_encoder")
-    for part in parts:
-        config_path = resolved.path / part / "config.json"
-        if not config_path.is_file():
-            first_alone = part == "text_encoder_2" and "text_encoder" in parts
-            raise ModelSourceError(
-                f"model '{resolved.name}': SDXL pipeline folder has no {part}/config.json; SDXL conditions on "
-                f"{' and '.join(parts)}: copy the complete folder (with tokenizer_2/)"
-                + (", or pass subfolder='text_encoder' to load the first encoder alone" if first_alone else "")
-            )
-        architectures = read_json(config_path).get("architectures") or ["an unknown model"]
-        if not str(architectures[0]).startswith("CLIP"):
-            raise ModelSourceError(
-                f"model '{resolved.name}': {part} is {architectures[0]}, not a CLIP text encoder; sdclip conditions "
-                "SD 1.x/2.x and SDXL pipelines, whose text encoders are all CLIP"
-            )
-    return parts
