@@ -290,16 +290,25 @@ def read_folder_weights(folder: Path, *, allow_pickle: bool, want: Any = None) -
 # -- what the tensors hold ------------------------------------------------------------------------
 
 
-def check_finite(tensors: Mapping[str, Any], *, source: str) -> None:
+_FULL_CHECK_ELEMENTS = 1 << 16  # tensors up to this size are checked value by value
+_SAMPLE_BLOCKS, _SAMPLE_BLOCK = 8, 4096  # larger ones: 8 contiguous blocks of 4096 values, spread evenly
+
+
+def check_finite(tensors: Mapping[str, Any], *, source: str, exhaustive: bool = False) -> None:
     """Refuse weights holding NaN or infinity, naming the first such tensor.
 
-    Each floating tensor is summed first (one fast reduction); only when a sum is not finite, which a
-    NaN or inf anywhere guarantees, is the tensor checked element by element (a sum of large finite
-    float16 values can overflow). Non-tensors and integer tensors are skipped.
+    Tensors up to 2^16 values are checked value by value; larger ones, unless ``exhaustive``, in eight
+    contiguous blocks of 4096 values spread over the tensor. That catches what goes wrong in practice
+    (weights NaN throughout after a diverged run or a failed conversion) cheaply. Measured on a
+    123M-parameter text encoder (clip-vit-large-patch14's, float32, 2 CPU cores): checking every value
+    cost 1.8 s on a 2.8 s load (safetensors maps the file lazily and a full check reads all of it),
+    the blocks 0.06 s on a 1.3 s load (under 5%). A lone NaN inside a large tensor can therefore pass;
+    pass ``exhaustive=True`` to rule that out. Non-tensors and integer tensors are skipped.
 
     Args:
         tensors: name -> tensor (a state dict, or a textual-inversion file's vectors).
         source: the file or model, for the message.
+        exhaustive: check every value of every tensor.
 
     Raises:
         ModelSourceError: a tensor holds a NaN or an infinite value.
@@ -309,18 +318,35 @@ def check_finite(tensors: Mapping[str, Any], *, source: str) -> None:
         >>> check_finite({"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])}, source="x.safetensors")
         Traceback (most recent call last):
         ...
-        sdclip.errors.ModelSourceError: checkpoint 'x.safetensors': tensor 'b' holds 1 NaN/inf values of 2; the file is damaged or was saved after a diverged training run
+        sdclip.errors.ModelSourceError: checkpoint 'x.safetensors': tensor 'b' holds NaN or infinite values; the file is damaged or was saved after a diverged training run
     """
     import torch
 
-    for name, tensor in tensors.items():
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.device.type == "meta":
-            continue
-        if torch.isfinite(tensor.sum(dtype=torch.float32)):
-            continue
-        bad = int((~torch.isfinite(tensor)).sum())
-        if bad:
+    floats = {
+        name: tensor
+        for name, tensor in tensors.items()
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and tensor.device.type != "meta"
+    }
+    if not floats:
+        return
+    # A NaN or inf anywhere makes a sum non-finite, and one sum per block is the cheapest pass over the
+    # values; only a non-finite sum (or a finite-valued block whose float32 sum overflows) is looked at closely.
+    sums = torch.stack([block.sum(dtype=torch.float32) for t in floats.values() for block in _blocks(t, exhaustive)])
+    if bool(torch.isfinite(sums).all()):
+        return
+    for name, tensor in floats.items():
+        if not all(bool(torch.isfinite(block).all()) for block in _blocks(tensor, exhaustive)):
             raise ModelSourceError(
-                f"checkpoint '{source}': tensor '{name}' holds {bad} NaN/inf values of {tensor.numel()}; "
+                f"checkpoint '{source}': tensor '{name}' holds NaN or infinite values; "
                 "the file is damaged or was saved after a diverged training run"
             )
+
+
+def _blocks(tensor: torch.Tensor, exhaustive: bool) -> list[torch.Tensor]:
+    """The parts of ``tensor`` that ``check_finite`` looks at: all of it, or evenly spread blocks."""
+    flat = tensor.reshape(-1)
+    if exhaustive or flat.numel() <= _FULL_CHECK_ELEMENTS:
+        return [flat]
+    last = flat.numel() - _SAMPLE_BLOCK
+    starts = (round(last * i / (_SAMPLE_BLOCKS - 1)) for i in range(_SAMPLE_BLOCKS))
+    return [flat[start : start + _SAMPLE_BLOCK] for start in starts]
