@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -63,12 +64,59 @@ def _not_available(repo_id: str, error: Exception) -> WeightsNotAvailableError:
     )
 
 
+_PROBE_TIMEOUT_S = 2.0
+
+
+def hub_reachable(timeout: float = _PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub (``HF_ENDPOINT``, or the HTTPS proxy if one is set) opens in time.
+
+    huggingface_hub retries an unreachable hub five times with back-off (~25 s, a multi-line warning
+    each time) before it gives up; one short probe first lets sdclip go straight to the local cache
+    or to its own one-line error. Name resolution runs in a daemon thread so that a hanging DNS lookup
+    is bounded by ``timeout`` too. The answer is remembered for the process.
+
+    Example:
+        >>> isinstance(hub_reachable(), bool)
+        True
+    """
+    from huggingface_hub import constants
+
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)), None)
+    return _can_connect(proxy or constants.ENDPOINT, timeout)
+
+
+@functools.lru_cache(maxsize=4)
+def _can_connect(url: str, timeout: float) -> bool:
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True, name="sdclip-hub-probe")
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def download_from_hub(repo_id: str, *, local_files_only: bool | None = None) -> Path:
     """Fetch (or find in the cache) the files sdclip needs from a hub repository.
 
     Pipeline repositories (those with ``model_index.json``) get their text encoders and tokenizers only;
     CLIP repositories get config, safetensors weights, tokenizer and preprocessor files. Honours
-    ``HF_HUB_OFFLINE`` and ``local_files_only``.
+    ``HF_HUB_OFFLINE`` and ``local_files_only``, and treats a hub that ``hub_reachable`` cannot
+    connect to as offline (the cache, or one clear error, within seconds).
 
     Example:
         >>> download_from_hub("openai/clip-vit-large-patch14", local_files_only=True)  # doctest: +SKIP
@@ -77,7 +125,7 @@ def download_from_hub(repo_id: str, *, local_files_only: bool | None = None) -> 
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
-    offline = _hub_offline(local_files_only)
+    offline = _hub_offline(local_files_only) or not hub_reachable()
     try:
         if offline:  # whatever snapshot the cache holds; raises when there is none
             return Path(snapshot_download(repo_id, local_files_only=True))

@@ -176,10 +176,15 @@ def load_text_encoders(
             text encoder (Flux's T5, SD3's third encoder), or a file's weights do not fit.
 
     Example:
-        >>> import tempfile
-        >>> from sdclip.testing import tiny_sdxl_pipeline
-        >>> folder = tempfile.mkdtemp()
-        >>> tiny_sdxl_pipeline().save_pretrained(folder)
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> from sdclip.testing import TINY_TEXT, TINY_TEXT_2, random_text_encoder
+        >>> folder = Path(tempfile.mkdtemp())  # an SDXL pipeline's text side: two encoders, no tokenizers
+        >>> random_text_encoder(TINY_TEXT).save_pretrained(folder / "text_encoder")
+        >>> random_text_encoder(TINY_TEXT_2, projection=True).save_pretrained(folder / "text_encoder_2")
+        >>> index = {"text_encoder": ["transformers", "CLIPTextModel"],
+        ...          "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}
+        >>> _ = (folder / "model_index.json").write_text(json.dumps(index))
         >>> loaded = load_text_encoders(folder, device="cpu")
         >>> [e.model.config.hidden_size for e in loaded.encoders], loaded.family.name
         ([128, 192], 'sdxl')

@@ -6,6 +6,7 @@ import json
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -208,9 +209,31 @@ class _Payload:
         return (print, ("this pickle ran code",))
 
 
-def test_a_malicious_pickle_is_refused_in_one_line(tmp_path):
+PICKLE_REFUSAL = (
+    "checkpoint '{}': holds objects other than tensors (code or custom classes), which "
+    "torch.load(weights_only=True) refuses to run; convert it to .safetensors where you trust it"
+)
+
+
+def _evil_pickle(tmp_path: Path) -> Path:
     path = tmp_path / "evil.ckpt"
     path.write_bytes(pickle.dumps({"state_dict": _Payload()}, protocol=4))  # protocol 4: torch warns about it
+    return path
+
+
+def test_a_malicious_pickle_is_refused_in_one_line(tmp_path, capsys):
+    path = _evil_pickle(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's protocol warning would fail here
+        assert main(["encode", "a", "--model", str(path), "--allow-pickle", "--out", str(tmp_path / "e.safetensors")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"sdclip encode: error: {PICKLE_REFUSAL.format(path)}\n"
+    assert "this pickle ran code" not in captured.out
+
+
+@pytest.mark.slow
+def test_a_malicious_pickle_is_refused_in_one_line_in_a_fresh_process(tmp_path):
+    path = _evil_pickle(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "sdclip.cli", "encode", "a", "--model", str(path), "--allow-pickle",
          "--out", str(tmp_path / "e.safetensors")],
@@ -218,8 +241,5 @@ def test_a_malicious_pickle_is_refused_in_one_line(tmp_path):
                                              "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     assert result.returncode == 2
-    assert result.stderr == (
-        f"sdclip encode: error: checkpoint '{path}': holds objects other than tensors (code or custom classes), "
-        "which torch.load(weights_only=True) refuses to run; convert it to .safetensors where you trust it\n"
-    )
+    assert result.stderr == f"sdclip encode: error: {PICKLE_REFUSAL.format(path)}\n"
     assert "this pickle ran code" not in result.stdout

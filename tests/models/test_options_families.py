@@ -76,3 +76,21 @@ def test_refused_families_are_named(tmp_path, sdxl_pipeline_folder):
     with pytest.raises(sdclip.ModelSourceError, match="third text encoder .text_encoder_3, as Stable Diffusion 3."):
         load_text_encoders(folder, device="cpu")
     assert not FAMILIES["sd3"].supported and not FAMILIES["flux"].supported
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], LoadOptions()),
+        (["--device", "cpu", "--dtype", "bf16", "--allow-pickle", "--offline"],
+         LoadOptions(device="cpu", dtype="bf16", local_files_only=True, allow_pickle=True)),
+    ],
+)
+def test_cli_model_flags_map_to_load_options(argv, expected):
+    import argparse
+
+    from sdclip.cli._common import add_model_options, load_options
+
+    parser = argparse.ArgumentParser()
+    add_model_options(parser)
+    assert load_options(parser.parse_args(argv)) == expected
