@@ -70,7 +70,7 @@ def make_config(config_cls: Any, config: dict, *, name: str) -> Any:
     try:
         return config_cls(**{k: v for k, v in config.items() if k not in _CONFIG_META_KEYS})
     except Exception as error:  # transformers validates values with several exception types
-        raise ModelSourceError(f"model '{name}': config does not describe a CLIP model ({error})") from error
+        raise ModelSourceError(f"model '{name}': config does not describe a CLIP model ({_one_line(error)})") from error
 
 
 def materialise(
@@ -89,7 +89,7 @@ def materialise(
         with init_empty_weights(include_buffers=False):
             model = model_cls._from_config(config, attn_implementation="sdpa")
     except Exception as error:  # e.g. a width that the heads do not divide
-        raise ModelSourceError(f"model '{name}': config does not describe a CLIP model ({error})") from error
+        raise ModelSourceError(f"model '{name}': config does not describe a CLIP model ({_one_line(error)})") from error
     expected = model.state_dict()
     check_keys(name, set(expected), set(state_dict))
     check_tensors(name, expected, state_dict)
@@ -119,3 +119,8 @@ def build_text_model(
         }
         return materialise(CLIPTextModelWithProjection, text_config, state_dict, **options)
     return materialise(CLIPTextModel, text_config, state_dict, **options)
+
+
+def _one_line(error: Exception) -> str:
+    """An exception's message on one line, shortened: transformers' can span several."""
+    return " ".join(str(error).split())[:200]

@@ -119,8 +119,10 @@ def download_from_hub(repo_id: str, *, local_files_only: bool | None = None) -> 
     connect to as offline (the cache, or one clear error, within seconds).
 
     Example:
-        >>> download_from_hub("openai/clip-vit-large-patch14", local_files_only=True)  # doctest: +SKIP
-        PosixPath('.../snapshots/...')
+        >>> download_from_hub("someone/not-cached", local_files_only=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.WeightsNotAvailableError: model 'someone/not-cached': weights are not in the local ... cache ...
     """
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
