@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from ..errors import SdclipError
+
+if TYPE_CHECKING:
+    from ..models.options import LoadOptions
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
@@ -21,6 +25,14 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
                         help="default: fp16 on cuda, fp32 on cpu")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .ckpt/.pt/.bin checkpoints")
     parser.add_argument("--offline", action="store_true", help="never touch the network (like HF_HUB_OFFLINE=1)")
+
+
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    """The flags ``add_model_options`` defines, as the ``LoadOptions`` every loader takes."""
+    from ..models.options import LoadOptions
+
+    return LoadOptions(device=args.device, dtype=args.dtype, local_files_only=True if args.offline else None,
+                       allow_pickle=args.allow_pickle)
 
 
 def output_path(value: str, *, suffixes: tuple[str, ...], option: str = "--out") -> Path:

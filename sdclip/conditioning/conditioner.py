@@ -23,7 +23,7 @@ from .types import (
     resolve_settings,
 )
 from ..errors import PromptError, PromptTypeError
-from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, load_text_encoder, load_text_encoders
+from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, LoadOptions, load_encoders
 from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.lists import second_prompts, validate_prompts
 from ..models.sources import DEFAULT_MODEL
@@ -112,11 +112,8 @@ class TextConditioner:
             >>> cond = TextConditioner.from_pretrained("path/to/stable-diffusion-v1-5")  # doctest: +SKIP
             >>> sdxl = TextConditioner.from_pretrained("path/to/sd_xl_base_1.0.safetensors")  # doctest: +SKIP
         """
-        options = dict(device=device, dtype=dtype, local_files_only=local_files_only, allow_pickle=allow_pickle)
-        if subfolder is not None:
-            loaded = LoadedTextEncoders([load_text_encoder(source, subfolder=subfolder, **options)])
-        else:
-            loaded = load_text_encoders(source, **options)
+        options = LoadOptions(device, dtype, local_files_only, allow_pickle)
+        loaded = load_encoders(source, options, subfolder=subfolder)
         conditioner = cls._from_loaded(loaded, cache_size=cache_size)
         conditioner._owns_models = True
         return conditioner

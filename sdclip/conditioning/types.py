@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptError
+from ..models.families import SDXL_SPEC, EncoderSpec  # noqa: F401  (re-exported: defined with the families)
 from ..prompts.syntaxes import get_syntax
 from .weighting import MODES
 
@@ -61,24 +62,6 @@ class Conditioning:
     def tensors(self) -> dict[str, torch.Tensor]:
         """All tensors by field name (for saving with safetensors)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pipeline_takes_pooled"}
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """How one text encoder's hidden states become conditioning.
-
-    Attributes:
-        skip_offset: the hidden state used is ``hidden_states[-(clip_skip + skip_offset)]``
-            (1 for SD 1.x/2.x: the last layer; 2 for SDXL: the penultimate layer).
-        final_norm: whether that hidden state goes through the final layer norm (SD 1.x: yes;
-            SDXL: no).
-    """
-
-    skip_offset: int = 1
-    final_norm: bool = True
-
-
-SDXL_SPEC = EncoderSpec(skip_offset=2, final_norm=False)  # both SDXL encoders: penultimate layer, no norm
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,13 @@
-"""Where weights come from and how they load: sources, checkpoints, loaders, model families, the tokenizer.
+"""Where weights come from and how they load.
 
-Modules are imported on use (``sdclip.models.loading``, ``sdclip.models.tokenizer``, ...), so reading
-the shipped tokenizer needs no torch model code.
+- ``sources``: one resolver for hub ids, CLIP folders, pipeline folders and single files (and the hub probe);
+- ``checkpoint``: reading weights (key layouts, lazy safetensors, the pickle policy, ``check_finite``);
+- ``families``: SD 1.x, SD 2.x, SDXL (and, refused for now, SD3 / Flux) as data;
+- ``options``: ``LoadOptions``, the one set of load options; ``devices``: device and dtype names;
+- ``building``: config + state dict -> a checked transformers model;
+- ``text_encoders`` (text encoders and tokenizers for a source), ``clip_models`` (full CLIPModel for
+  scoring); ``loading`` re-exports both;
+- ``tokenizer``: the shipped tokenizer.
+
+Modules are imported on use, so reading the shipped tokenizer needs no torch model code.
 """

@@ -1,11 +1,12 @@
 """One resolver for every kind of model source: hub id, CLIP folder, diffusers pipeline folder, single file.
 
 ``resolve_source`` only looks (at the file system, or the hub cache); it loads no weights. The loaders in
-``sdclip.models.loading`` then read what it found.
+``sdclip.models.text_encoders`` and ``sdclip.models.clip_models`` then read what it found.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -63,21 +64,70 @@ def _not_available(repo_id: str, error: Exception) -> WeightsNotAvailableError:
     )
 
 
+_PROBE_TIMEOUT_S = 2.0
+
+
+def hub_reachable(timeout: float = _PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub (``HF_ENDPOINT``, or the HTTPS proxy if one is set) opens in time.
+
+    huggingface_hub retries an unreachable hub five times with back-off (~25 s, a multi-line warning
+    each time) before it gives up; one short probe first lets sdclip go straight to the local cache
+    or to its own one-line error. Name resolution runs in a daemon thread so that a hanging DNS lookup
+    is bounded by ``timeout`` too. The answer is remembered for the process.
+
+    Example:
+        >>> isinstance(hub_reachable(), bool)
+        True
+    """
+    from huggingface_hub import constants
+
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)), None)
+    return _can_connect(proxy or constants.ENDPOINT, timeout)
+
+
+@functools.lru_cache(maxsize=4)
+def _can_connect(url: str, timeout: float) -> bool:
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True, name="sdclip-hub-probe")
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def download_from_hub(repo_id: str, *, local_files_only: bool | None = None) -> Path:
     """Fetch (or find in the cache) the files sdclip needs from a hub repository.
 
     Pipeline repositories (those with ``model_index.json``) get their text encoders and tokenizers only;
     CLIP repositories get config, safetensors weights, tokenizer and preprocessor files. Honours
-    ``HF_HUB_OFFLINE`` and ``local_files_only``.
+    ``HF_HUB_OFFLINE`` and ``local_files_only``, and treats a hub that ``hub_reachable`` cannot
+    connect to as offline (the cache, or one clear error, within seconds).
 
     Example:
-        >>> download_from_hub("openai/clip-vit-large-patch14", local_files_only=True)  # doctest: +SKIP
-        PosixPath('.../snapshots/...')
+        >>> download_from_hub("someone/not-cached", local_files_only=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.WeightsNotAvailableError: model 'someone/not-cached': weights are not in the local ... cache ...
     """
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
-    offline = _hub_offline(local_files_only)
+    offline = _hub_offline(local_files_only) or not hub_reachable()
     try:
         if offline:  # whatever snapshot the cache holds; raises when there is none
             return Path(snapshot_download(repo_id, local_files_only=True))
@@ -99,12 +149,15 @@ def _classify_folder(folder: Path, name: str) -> SourceKind:
     if (folder / "config.json").is_file():
         config = read_json(folder / "config.json")
         model_type = config.get("model_type", "")
+        model_type = model_type if isinstance(model_type, str) else ""
         architectures = config.get("architectures") or []
+        architectures = [arch for arch in architectures if isinstance(arch, str)] if isinstance(architectures, list) else []
         if model_type.startswith("clip") or any(arch.startswith("CLIP") for arch in architectures):
             return "clip_folder"
         raise ModelSourceError(
             f"model '{name}': {folder / 'config.json'} describes {architectures or model_type or 'an unknown model'}, "
-            "expected a CLIP model (CLIPModel, CLIPTextModel or CLIPTextModelWithProjection)"
+            "expected a CLIP model (CLIPModel, CLIPTextModel or CLIPTextModelWithProjection; \"architectures\" "
+            "names the class)"
         )
     if (folder / "text_encoder").is_dir():
         return "pipeline"
@@ -157,41 +210,3 @@ def model_index(resolved: ResolvedSource) -> dict:
     """A pipeline folder's ``model_index.json`` ({} when it has none)."""
     path = resolved.path / "model_index.json"
     return read_json(path) if path.is_file() else {}
-
-
-def has_component(resolved: ResolvedSource, index: dict, part: str) -> bool:
-    """Whether a pipeline has ``part``: per ``model_index.json`` when it names it, else per the folder."""
-    if part in index:
-        entry = index[part]
-        return isinstance(entry, list) and bool(entry) and entry[0] is not None  # [null, null]: not used
-    return (resolved.path / part).is_dir()
-
-
-def pipeline_text_encoders(resolved: ResolvedSource, index: dict) -> list[str]:
-    """The text encoder subfolders a pipeline conditions with, checked to be present and CLIP."""
-    if has_component(resolved, index, "text_encoder_3"):
-        raise ModelSourceError(
-            f"model '{resolved.name}': pipeline has a third text encoder (text_encoder_3, as Stable Diffusion 3); "
-            "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
-        )
-    if not has_component(resolved, index, "text_encoder_2"):
-        return ["text_encoder"]
-    parts = ["text_encoder_2"]  # the SDXL refiner has no first encoder
-    if has_component(resolved, index, "text_encoder"):
-        parts.insert(0, "text_encoder")
-    for part in parts:
-        config_path = resolved.path / part / "config.json"
-        if not config_path.is_file():
-            first_alone = part == "text_encoder_2" and "text_encoder" in parts
-            raise ModelSourceError(
-                f"model '{resolved.name}': SDXL pipeline folder has no {part}/config.json; SDXL conditions on "
-                f"{' and '.join(parts)}: copy the complete folder (with tokenizer_2/)"
-                + (", or pass subfolder='text_encoder' to load the first encoder alone" if first_alone else "")
-            )
-        architectures = read_json(config_path).get("architectures") or ["an unknown model"]
-        if not str(architectures[0]).startswith("CLIP"):
-            raise ModelSourceError(
-                f"model '{resolved.name}': {part} is {architectures[0]}, not a CLIP text encoder; sdclip conditions "
-                "SD 1.x/2.x and SDXL pipelines, whose text encoders are all CLIP"
-            )
-    return parts

@@ -66,7 +66,7 @@ def test_regeneration_script_reproduces_the_shipped_files(tmp_path, monkeypatch)
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "make_tokenizer_data.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_tokenizer_data.py"
     spec = importlib.util.spec_from_file_location("make_tokenizer_data", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
