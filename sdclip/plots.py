@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import SdclipError
-from .scoring.score_files import ScoreRow, ranked_groups
+from .scoring.ranking import ranked_groups
+from .scoring.score_files import ScoreRow
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
