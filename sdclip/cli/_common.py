@@ -110,6 +110,11 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], None], *, option: str = 
     return path
 
 
+def save_png(fig: Any, path: Path, *, option: str = "--out", dpi: int = 100) -> Path:
+    """Save a matplotlib figure as a PNG with ``atomic_write`` (as ``plots.save_figure`` draws it)."""
+    return atomic_write(path, lambda file: fig.savefig(file, dpi=dpi, format="png"), option=option, binary=True)
+
+
 def write_failed(path: Path, error: OSError, option: str = "--out") -> SdclipError:
     """The one-line error for an output that failed mid-write (disk full, file system gone read-only)."""
     return SdclipError(f"{option} '{path}': cannot write ({_reason(error)})")
