@@ -175,6 +175,27 @@ def _key(image: str, prompt: str) -> tuple[str, str]:
     return os.path.normcase(os.path.realpath(image)), prompt
 
 
+def _check_same_folder(out: Path, done: list[ScoreRow], pairs: list[tuple[str, str]]) -> None:
+    """Refuse a resume from another working directory that would score images of ``done`` again.
+
+    Relative paths in ``--out`` are relative to the folder the first run started in. A row whose relative
+    image does not exist from here, while an image to score ends with the same path (and has its prompt),
+    is most likely that image: scoring it again would write it twice, so stop and say where to run.
+    """
+    candidates: dict[tuple[str, str], list[str]] = {}
+    for image, prompt in pairs:
+        candidates.setdefault((os.path.basename(image), prompt), []).append(image)
+    for row in done:
+        if os.path.isabs(row.image) or os.path.exists(row.image):
+            continue
+        tail = os.sep + os.path.normpath(row.image)
+        for image in candidates.get((os.path.basename(row.image), row.prompt), []):
+            if os.path.realpath(image).endswith(tail):
+                raise SdclipError(f"--out '{out}': its row for '{shown(row.image)}' is relative to the folder the "
+                                  f"first run started in, not this one (here it matches '{shown(image)}'); run "
+                                  "--resume from that folder so no image is scored twice")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise SdclipError("--resume: needs --out (the file to resume)")
@@ -196,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         done: list[ScoreRow] = []
         if existing and args.resume:
             done = list({_key(r.image, r.prompt): r for r in read_resume_rows(out, name="--out") if not r.error}.values())
+            _check_same_folder(out, done, pairs)
             finished = {_key(row.image, row.prompt) for row in done}
             wanted = {_key(*pair) for pair in pairs}
             pairs = [pair for pair in pairs if _key(*pair) not in finished]

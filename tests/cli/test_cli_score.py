@@ -14,16 +14,8 @@ from PIL import Image
 
 from sdclip.cli import main
 from sdclip.scoring.clip_scorer import ClipScorer
-from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
 
-VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def score_model_folder(tmp_path_factory):
-    """A tiny CLIP (text + vision) folder with 64 px images; the shared tiny-CLIP fixture can replace it."""
-    return save_clip_folder(random_clip_model(TINY_TEXT, VISION, seed=4), tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="module")
