@@ -124,20 +124,27 @@ def _printable(text: str) -> str:
 
 def _thumbnail(path: Path, size: int) -> tuple[object | None, str]:
     """(the image shrunk to ``size`` pixels, "") or (None, why it cannot be drawn)."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # the size check below stands in for PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             limit = Image.MAX_IMAGE_PIXELS
             if limit and image.width * image.height > limit:
-                return None, f"too large: {image.width}x{image.height} px"
+                return None, "over the decompression-bomb limit"
             image.draft("RGB", (size, size))
             image = image.convert("RGB")
             image.thumbnail((size, size))
             return image, ""
     except Image.UnidentifiedImageError:
         return None, "not an image"
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        return None, "over the decompression-bomb limit"
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
         return None, textwrap.shorten(str(error) or type(error).__name__, 40)
 
 
