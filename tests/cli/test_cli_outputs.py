@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_fixtures import score_model_folder  # noqa: F401  (a fixture)
+
 from sdclip.cli import main
 from sdclip.cli._common import OutputLock, atomic_write
 from sdclip.errors import SdclipError
