@@ -43,7 +43,7 @@ _EXPORTS = {
     "embedding_report": "sdclip.inspection.api",
     "similarity_matrix": "sdclip.inspection.api",
     "ClipScorer": "sdclip.scoring.clip_scorer",
-    "Ranking": "sdclip.scoring.clip_scorer",
+    "Ranking": "sdclip.scoring.ranking",
     "clip": "sdclip.compat.openai_clip",
 }
 

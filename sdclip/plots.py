@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import SdclipError
-from .scoring.score_files import ScoreRow, ranked_groups
+from .scoring.ranking import ranked_groups
+from .scoring.score_files import ScoreRow
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -116,6 +117,37 @@ def plot_token_report(report: EmbeddingReport) -> Figure:
     return fig
 
 
+def _printable(text: str) -> str:
+    """Bytes of a name that were not UTF-8 (lone surrogates) drawn as U+FFFD instead of failing."""
+    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
+
+
+def _thumbnail(path: Path, size: int) -> tuple[object | None, str]:
+    """(the image shrunk to ``size`` pixels, "") or (None, why it cannot be drawn)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # the size check below stands in for PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.width * image.height > limit:
+                return None, "over the decompression-bomb limit"
+            image.draft("RGB", (size, size))
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            return image, ""
+    except Image.UnidentifiedImageError:
+        return None, "not an image"
+    except Image.DecompressionBombError:
+        return None, "over the decompression-bomb limit"
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
+        return None, textwrap.shorten(str(error) or type(error).__name__, 40)
+
+
 def _resolve_image(image: str, roots: Sequence[Path]) -> Path | None:
     path = Path(image).expanduser()
     if path.is_absolute():
@@ -139,7 +171,8 @@ def plot_ranked_grid(
     Args:
         rows: the scored rows of one prompt (``score_files.ranked_groups(...)[prompt]``), best first.
         images_root: folder(s) that relative image paths are looked up in, in order (default: the
-            current folder). An image found in none is drawn as a grey "missing" tile.
+            current folder). An image found in none is drawn as a grey "missing" tile; one that cannot
+            be read (corrupt, not an image, over PIL's decompression-bomb limit) as a grey tile saying why.
         top: draw at most this many images.
         columns: images per grid row.
         thumbnail: images are shrunk to fit this many pixels.
@@ -153,8 +186,6 @@ def plot_ranked_grid(
         >>> fig.axes[0].get_title()
         '#1  31.200\\nnowhere.png (missing)'
     """
-    from PIL import Image
-
     rows = list(rows)[:top]
     if not rows:
         raise SdclipError("plot_ranked_grid: no scored rows to draw")
@@ -168,21 +199,20 @@ def plot_ranked_grid(
     axes = fig.subplots(grid_rows, columns, squeeze=False).flatten()
     for place, (axis, row) in enumerate(zip(axes, rows), start=1):
         path = _resolve_image(row.image, roots)
-        name = Path(row.image).name
+        name = _printable(Path(row.image).name)
         rank = row.rank if row.rank is not None else place
-        if path is None:
+        image, why = _thumbnail(path, thumbnail) if path is not None else (None, "")
+        if image is None:
             axis.imshow([[[0.8, 0.8, 0.8]]])
-            name += " (missing)"
+            name += " (missing)" if path is None else f" (unreadable: {why})"
         else:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                image.thumbnail((thumbnail, thumbnail))
-                axis.imshow(image)
-        axis.set_title(f"#{rank}  {row.score:.3f}\n{textwrap.shorten(name, 32)}", fontsize=9)
+            axis.imshow(image)
+        axis.set_title(f"#{rank}  {row.score:.3f}\n{textwrap.shorten(name, 32 if path is None or image else 80)}",
+                       fontsize=9)
         axis.set_axis_off()
     for axis in axes[len(rows) :]:
         axis.set_visible(False)
-    fig.suptitle(_wrap(rows[0].prompt, 12 * columns), fontsize=11)
+    fig.suptitle(_wrap(_printable(rows[0].prompt), 12 * columns), fontsize=11)
     return fig
 
 
@@ -210,7 +240,8 @@ def plot_score_histogram(rows: Sequence[ScoreRow], *, bins: int = 30) -> Figure:
     edges = [low + (high - low) * i / bins for i in range(bins + 1)] if high > low else bins
     if 1 < len(groups) <= 6:
         for prompt, group in groups.items():
-            ax.hist([row.score for row in group], bins=edges, alpha=0.55, label=textwrap.shorten(prompt, 40))
+            ax.hist([row.score for row in group], bins=edges, alpha=0.55,
+                    label=textwrap.shorten(_printable(prompt), 40))
     else:
         ax.hist(scores, bins=edges, color="tab:blue")
     mean = sum(scores) / len(scores)

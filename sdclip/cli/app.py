@@ -1,6 +1,6 @@
 """The ``sdclip`` command: a thin layer over the public API.
 
-Each subcommand lives in ``sdclip/commands/<name>.py`` with ``add_parser(subparsers)``; this module
+Each subcommand lives in ``sdclip/cli/<name>.py`` with ``add_parser(subparsers)``; this module
 parses, dispatches, and turns every ``SdclipError`` into one line on stderr with exit code 2.
 """
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..models.sources import DEFAULT_MODEL
-from ._common import add_model_options, output_path, stdout
+from ._common import add_model_options, atomic_write, output_path, prompt_text, stdout
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("encode", help="encode prompts to prompt_embeds / pooled_prompt_embeds",
                                    description="Encode prompts into the tensors a diffusers pipeline takes.")
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt, shared by all prompts")
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT", type=prompt_text)
+    parser.add_argument("--negative", default=None, metavar="TEXT", type=prompt_text, help="negative prompt, shared by all prompts")
     parser.add_argument("--clip-skip", type=int, default=None, metavar="N",
                         help="diffusers' clip_skip: 1 = penultimate layer (A1111's 'Clip skip 2')")
     parser.add_argument("--out", required=True, metavar="FILE.safetensors")
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..conditioning.conditioner import TextConditioner
 
@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.negative is not None:
         names += ["negative_prompt_embeds", "negative_pooled_prompt_embeds"]
     tensors = {name: getattr(result, name).contiguous().cpu() for name in names}
-    save_file(tensors, str(out), metadata={"model": str(args.model), "prompts": "\n".join(args.prompts)})
+    data = save(tensors, metadata={"model": str(args.model), "prompts": "\n".join(args.prompts)})
+    atomic_write(out, lambda file: file.write(data), binary=True)
     table = Table(title=f"wrote {out}")
     for column in ("tensor", "shape", "dtype"):
         table.add_column(column)

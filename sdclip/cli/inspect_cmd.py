@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.sources import DEFAULT_MODEL
-from ._common import add_model_options, output_path
+from ._common import add_model_options, atomic_write, output_folder, output_path, prompt_text, save_png
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Show how a prompt is tokenized and encoded: per-token hidden-state norm, cosine to the pooled "
         "embedding and to the empty prompt, nearest vocabulary tokens; compare it with other prompts.",
     )  # fmt: skip
-    parser.add_argument("prompt", metavar="PROMPT")
-    parser.add_argument("--compare", action="append", default=[], metavar="PROMPT2",
+    parser.add_argument("prompt", metavar="PROMPT", type=prompt_text)
+    parser.add_argument("--compare", action="append", default=[], metavar="PROMPT2", type=prompt_text,
                         help="compare with this prompt (repeat for several; a similarity matrix covers all)")
     parser.add_argument("--syntax", default="plain", metavar="SYNTAX",
                         help="prompt syntax: plain (default), a1111 or comfy")
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 0:
         raise PromptError(f"--k {args.k}: expected an integer >= 0")
     json_path = output_path(args.json, suffixes=(".json",), option="--json") if args.json else None
+    plot_folder = output_folder(args.plot, option="--plot") if args.plot else None
     cond = TextConditioner.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
         local_files_only=True if args.offline else None,
@@ -66,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
             "comparisons": [c.to_dict() for c in comparisons],
             "similarity": matrix.to_dict() if matrix else None,
         }
-        json_path.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+        text = json.dumps(payload, indent=1, ensure_ascii=False)
+        atomic_write(json_path, lambda file: file.write(text), option="--json", encoding="utf-8")
         stderr().print(f"wrote {json_path}")
-    if args.plot:
+    if plot_folder is not None:
         for path in _write_plots(cond, args, report, matrix, options):
             stderr().print(f"wrote {path}")
     return 0
@@ -80,10 +82,10 @@ def _write_plots(cond: Any, args: argparse.Namespace, report: Any, matrix: Any, 
 
     folder = Path(args.plot)
     written = [
-        plots.save_figure(plots.plot_similarity(inspection.token_similarity(cond, args.prompt, **options)),
-                          folder / "token_similarity.png"),
-        plots.save_figure(plots.plot_token_report(report), folder / "token_report.png"),
+        save_png(plots.plot_similarity(inspection.token_similarity(cond, args.prompt, **options)),
+                 folder / "token_similarity.png", option="--plot"),
+        save_png(plots.plot_token_report(report), folder / "token_report.png", option="--plot"),
     ]  # fmt: skip
     if matrix is not None:
-        written.append(plots.save_figure(plots.plot_similarity(matrix), folder / "prompt_similarity.png"))
+        written.append(save_png(plots.plot_similarity(matrix), folder / "prompt_similarity.png", option="--plot"))
     return written

@@ -1,4 +1,8 @@
-"""``sdclip plot-scores``: ranked image grids and a score histogram from ``sdclip score``'s CSV / JSONL."""
+"""``sdclip plot-scores``: ranked image grids and a score histogram from ``sdclip score``'s CSV / JSONL.
+
+A score file that cannot be read (bad numbers, a rank of 1e400) is one line and exit 2; an image that cannot
+be drawn (missing, corrupt, not an image, a decompression bomb) is a grey tile saying why, and a note.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import plots
     from ..errors import SdclipError
     from ..scoring.score_files import ranked_groups, read_score_file
-    from ._common import stderr, stdout
+    from ._common import output_folder, save_png, shown, stderr, stdout
 
     if args.top < 1 or args.columns < 1:
         raise SdclipError(f"--top {args.top} / --columns {args.columns}: expected integers >= 1")
@@ -45,25 +49,28 @@ def run(args: argparse.Namespace) -> int:
     groups = ranked_groups(rows)
     if not groups:
         raise SdclipError(f"score file '{args.file}': every row has an error; nothing to plot")
-    out = Path(args.out)
-    written = [plots.save_figure(plots.plot_score_histogram(rows), out / "score_histogram.png")]
-    table = Table(title=f"{args.file}: {len(rows)} rows, {len(groups)} prompt(s)", title_justify="left")
+    out = output_folder(args.out)
+    written = [save_png(plots.plot_score_histogram(rows), out / "score_histogram.png")]
+    table = Table(title=f"{shown(args.file)}: {len(rows)} rows, {len(groups)} prompt(s)", title_justify="left")
     for column, justify in [("prompt", "left"), ("images", "right"), ("best", "right"), ("mean", "right"),
                             ("grid", "left")]:  # fmt: skip
         table.add_column(column, justify=justify)
-    missing = 0
+    missing = unreadable = 0
     for number, (prompt, group) in enumerate(tqdm(groups.items(), desc="grids", disable=None), start=1):
         fig = plots.plot_ranked_grid(group, images_root=roots, top=args.top, columns=args.columns)
         missing += sum("(missing)" in axis.get_title() for axis in fig.axes)
-        path = plots.save_figure(fig, out / f"ranked_{number:02d}_{_slug(prompt)}.png")
+        unreadable += sum("(unreadable:" in axis.get_title() for axis in fig.axes)
+        path = save_png(fig, out / f"ranked_{number:02d}_{_slug(prompt)}.png")
         written.append(path)
         scores = [row.score for row in group]
-        table.add_row(prompt, str(len(group)), f"{scores[0]:.3f}", f"{sum(scores) / len(scores):.3f}", str(path))
+        table.add_row(shown(prompt), str(len(group)), f"{scores[0]:.3f}", f"{sum(scores) / len(scores):.3f}", str(path))
     stdout().print(table)
     errors = sum(row.score is None for row in rows)
     if errors:
         stderr().print(f"{errors} row(s) with errors were skipped")
     if missing:
         stderr().print(f"{missing} image(s) not found (drawn grey); pass --images ROOT if paths are relative elsewhere")
-    stderr().print(f"wrote {len(written)} PNG(s) to {out}")
+    if unreadable:
+        stderr().print(f"{unreadable} image(s) could not be read (drawn grey, the reason in the caption)")
+    stderr().print(f"wrote {len(written)} PNG(s) to {shown(str(out))}")
     return 0

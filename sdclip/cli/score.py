@@ -1,10 +1,19 @@
 """``sdclip score``: CLIP-score images against prompts, rank best-of-N, write CSV/JSONL as it goes.
 
+Parse, call the scorer, print: ranking lives in ``scoring.ranking``, the file format in
+``scoring.score_files``, output safety in ``cli._common``.
+
 Rows are written and flushed batch by batch with an empty ``rank``; ranks need a prompt's whole group,
 so when every image is scored the file is rewritten once (atomically) with ranks filled in. An
 interrupted file therefore has scores but no ranks; ``--resume`` drops unfinished and failed rows
 (and a half-written last line), skips the (image, prompt) pairs already scored, appends the rest, and
 ranks everything at the end. No pair is ever written twice.
+
+Safety: ``--out`` is locked (``<out>.lock``) while a run writes it; an output that is one of the inputs
+is refused; a non-empty ``--out`` is refused without ``--resume`` or ``--overwrite``, before the model
+loads; ``--overwrite`` writes a temporary file and replaces ``--out`` only when the run succeeds.
+Resume compares images by their resolved path (``./a.png`` and ``/abs/a.png`` are one image; relative
+paths resolve against the working directory) and writes them as given.
 """
 
 from __future__ import annotations
@@ -20,9 +29,9 @@ from pathlib import Path
 
 from ..errors import SdclipError
 from ..models.sources import DEFAULT_MODEL
-from ._common import add_model_options, output_path, stderr, stdout
-
-COLUMNS = ("image", "prompt", "score", "rank", "error")
+from ..scoring.score_files import COLUMNS, ENCODING, SUFFIXES, ScoreRow, read_resume_rows, write_rows
+from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
+                      stderr, stdout, write_failed)
 
 
 def _positive_int(value: str) -> int:
@@ -44,15 +53,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", nargs="+", metavar="PATH",
                         help="image files and folders (folders searched recursively for .png .jpg .jpeg .webp .bmp)")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--prompt", metavar="TEXT", help="score every image against this prompt")
+    what.add_argument("--prompt", metavar="TEXT", type=prompt_text, help="score every image against this prompt")
     what.add_argument("--pairs", metavar="FILE",
                       help="CSV with columns image,prompt or JSONL of {\"image\", \"prompt\"}; "
                       "image paths relative to the file")
     parser.add_argument("--out", metavar="FILE", help=".csv or .jsonl (default: a table on stdout)")
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                         help="images per model call (default: 64 on cuda, 4 on cpu)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the pairs already scored in --out, score the rest and append")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="keep the pairs already scored in --out, score the rest and append")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace a non-empty --out (written to a temporary file, swapped in on success)")
+    parser.add_argument("--exif-transpose", action="store_true",
+                        help="turn images upright by their EXIF orientation first (default: as PIL opens them, "
+                        "like CLIPImageProcessor)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any image could not be scored")
     parser.add_argument("--preprocessing", default="auto", choices=["auto", "exact", "fast"],
                         help="exact: CLIPImageProcessor's PIL resize on the CPU (auto for files); "
@@ -65,7 +80,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_pairs(value: str) -> list[tuple[str, str]]:
-    """(image path, prompt) rows of a pairs file; image paths are taken relative to the file's folder."""
+    """(image path, prompt) rows of a pairs file; relative image paths are taken relative to the file's folder.
+
+    Absolute paths and ``..`` are allowed: the pairs file names the images to read (sdclip only reads them).
+    """
     path = Path(value)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
@@ -100,7 +118,7 @@ def _csv_pairs(name: str, text: str) -> list[tuple[str, str]]:
 
 def _jsonl_pairs(name: str, text: str) -> list[tuple[str, str]]:
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # "\n" only: U+2028 may sit inside a string
         if not line.strip():
             continue
         try:
@@ -111,107 +129,11 @@ def _jsonl_pairs(name: str, text: str) -> list[tuple[str, str]]:
             if not isinstance(item, dict) or not isinstance(item.get(key), str):
                 raise SdclipError(f"--pairs '{name}' line {number}: no string '{key}' "
                                   '(expected {"image": "...", "prompt": "..."})')
+        if any("\ud800" <= char <= "\udfff" for char in item["prompt"]):
+            raise SdclipError(f"--pairs '{name}' line {number}: the prompt holds a lone surrogate escape "
+                              "(\\ud800-\\udfff); expected UTF-8 text")
         rows.append((item["image"], item["prompt"]))
     return rows
-
-
-# -- output ---------------------------------------------------------------------------------------
-
-
-def _format(row: dict, suffix: str) -> str:
-    """One output row as a CSV or JSONL line (with its newline)."""
-    score = row["score"]
-    if suffix == ".jsonl":
-        value = None if score is None else round(score, 6)
-        item = {"image": row["image"], "prompt": row["prompt"], "score": value, "rank": row["rank"],
-                "error": row["error"]}
-        return json.dumps(item, ensure_ascii=False) + "\n"
-    buffer = io.StringIO()
-    fields = [row["image"], row["prompt"], "" if score is None else f"{score:.6f}",
-              "" if row["rank"] is None else str(row["rank"]), row["error"]]
-    csv.writer(buffer, lineterminator="\n").writerow(fields)
-    return buffer.getvalue()
-
-
-def _parse(line: str, suffix: str) -> dict | None:
-    """A row read back from an output file, or None when the line is not a whole row."""
-    try:
-        if suffix == ".jsonl":
-            item = json.loads(line)
-            fields = [item["image"], item["prompt"], item["score"], item.get("rank"), item.get("error") or ""]
-        else:
-            fields = next(csv.reader([line]))
-            if len(fields) != len(COLUMNS):
-                return None
-            fields = [fields[0], fields[1], float(fields[2]) if fields[2] else None,
-                      int(fields[3]) if fields[3] else None, fields[4]]
-    except (ValueError, KeyError, TypeError, StopIteration, csv.Error):
-        return None
-    return dict(zip(COLUMNS, fields))
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The whole rows of an output file (a half-written last line is skipped).
-
-    Raises:
-        SdclipError: the file is not an ``sdclip score`` output (so ``--resume`` will not overwrite it).
-    """
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
-    if not text.endswith("\n"):  # the run stopped mid-line: that row is incomplete
-        text = text[: text.rfind("\n") + 1]
-    if suffix == ".csv":
-        records = _csv_records(text)
-        if records and records[0].strip() != ",".join(COLUMNS):
-            raise SdclipError(f"--out '{path}': not an sdclip score file (its header is not "
-                              f"{','.join(COLUMNS)}); refusing to resume into it")
-        records = records[1:]
-    else:
-        records = [line for line in text.splitlines(keepends=True) if line.strip()]
-    rows = []
-    for number, record in enumerate(records, start=1):
-        row = _parse(record, suffix)
-        if row is None:
-            raise SdclipError(f"--out '{path}': row {number} is not an sdclip score row; refusing to resume into it")
-        rows.append(row)
-    return rows
-
-
-def _csv_records(text: str) -> list[str]:
-    """CSV text split into records (a quoted prompt may hold newlines)."""
-    records, current = [], ""
-    for line in text.splitlines(keepends=True):
-        current += line
-        if current.count('"') % 2 == 0:
-            records.append(current)
-            current = ""
-    return records
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Write ``rows`` (with a header for CSV) atomically: a temporary file, then a rename."""
-    suffix = path.suffix.lower()
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8", newline="") as file:
-        if suffix == ".csv":
-            file.write(",".join(COLUMNS) + "\n")
-        file.writelines(_format(row, suffix) for row in rows)
-    os.replace(temporary, path)
-
-
-def add_ranks(rows: list[dict]) -> None:
-    """Fill in each row's rank within its prompt (1 = best; ties by order; failed rows get none)."""
-    from ..scoring.clip_scorer import Ranking
-
-    groups: dict[str, list[int]] = {}
-    for index, row in enumerate(rows):
-        row["rank"] = None
-        if not row["error"] and row["score"] is not None:
-            groups.setdefault(row["prompt"], []).append(index)
-    for prompt, indices in groups.items():
-        ranking = Ranking.from_scores([rows[i]["score"] for i in indices], prompt=prompt)
-        for index, rank in zip(indices, ranking.ranks):
-            rows[index]["rank"] = rank
 
 
 # -- run ------------------------------------------------------------------------------------------
@@ -231,99 +153,167 @@ def _pairs_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))  # the same (image, prompt) twice is scored once
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _load_scorer(args: argparse.Namespace):  # noqa: ANN202
+    import inspect
 
     from ..scoring.clip_scorer import ClipScorer
 
+    options = {}
+    if args.exif_transpose:
+        if "exif_transpose" not in inspect.signature(ClipScorer.from_pretrained).parameters:
+            raise SdclipError("--exif-transpose: this sdclip's scorer has no exif_transpose option; upgrade sdclip")
+        options["exif_transpose"] = True
+    return ClipScorer.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        preprocessing=args.preprocessing, allow_pickle=args.allow_pickle,
+        local_files_only=True if args.offline else None, **options,
+    )
+
+
+def _key(image: str, prompt: str) -> tuple[str, str]:
+    """What makes two rows the same pair: the image's resolved path and the prompt."""
+    return os.path.normcase(os.path.realpath(image)), prompt
+
+
+def _check_same_folder(out: Path, done: list[ScoreRow], pairs: list[tuple[str, str]]) -> None:
+    """Refuse a resume from another working directory that would score images of ``done`` again.
+
+    Relative paths in ``--out`` are relative to the folder the first run started in. A row whose relative
+    image does not exist from here, while an image to score ends with the same path (and has its prompt),
+    is most likely that image: scoring it again would write it twice, so stop and say where to run.
+    """
+    candidates: dict[tuple[str, str], list[str]] = {}
+    for image, prompt in pairs:
+        candidates.setdefault((os.path.basename(image), prompt), []).append(image)
+    for row in done:
+        if os.path.isabs(row.image) or os.path.exists(row.image):
+            continue
+        tail = os.sep + os.path.normpath(row.image)
+        for image in candidates.get((os.path.basename(row.image), row.prompt), []):
+            if os.path.realpath(image).endswith(tail):
+                raise SdclipError(f"--out '{out}': its row for '{shown(row.image)}' is relative to the folder the "
+                                  f"first run started in, not this one (here it matches '{shown(image)}'); run "
+                                  "--resume from that folder so no image is scored twice")
+
+
+def run(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise SdclipError("--resume: needs --out (the file to resume)")
-    out = output_path(args.out, suffixes=(".csv", ".jsonl")) if args.out else None
+    if args.overwrite and not args.out:
+        raise SdclipError("--overwrite: needs --out (the file to replace)")
+    out = output_path(args.out, suffixes=SUFFIXES) if args.out else None
     pairs = _pairs_from_args(args)
-    done: list[dict] = []
-    if out is not None and args.resume and out.exists():
-        wanted = set(pairs)
-        done = list({(r["image"], r["prompt"]): r for r in read_rows(out) if not r["error"]}.values())
-        write_rows(out, done)  # drops failed rows and a half-written line before appending
-        finished = {(row["image"], row["prompt"]) for row in done}
-        pairs = [pair for pair in pairs if pair not in finished]
-        stderr().print(f"resuming {out}: {len(wanted & finished)} pairs already scored, {len(pairs)} to go")
-    elif out is not None:
-        write_rows(out, [])
+    if out is None:
+        rows = _score(args, pairs, None, [])
+        _print_rows(rows)
+        return _finish(args, rows, None)
+    same_file(out, [args.pairs] if args.pairs else [], what="--pairs file")
+    same_file(out, [image for image, _ in pairs if image.lower().endswith(out.suffix.lower())], what="image")
+    with OutputLock(out):
+        existing = out.is_file() and out.stat().st_size > 0
+        if existing and not (args.resume or args.overwrite):
+            raise SdclipError(f"--out '{out}': exists and is not empty; pass --resume to continue it, or "
+                              "--overwrite to replace it")
+        done: list[ScoreRow] = []
+        if existing and args.resume:
+            done = list({_key(r.image, r.prompt): r for r in read_resume_rows(out, name="--out") if not r.error}.values())
+            _check_same_folder(out, done, pairs)
+            finished = {_key(row.image, row.prompt) for row in done}
+            wanted = {_key(*pair) for pair in pairs}
+            pairs = [pair for pair in pairs if _key(*pair) not in finished]
+            stderr().print(f"resuming {shown(str(out))}: {len(wanted & finished)} pairs already scored, "
+                           f"{len(pairs)} to go")
+        if args.overwrite:  # the old file stays until this run succeeds
+            rows = _score(args, pairs, None, [])
+        else:
+            rows = _score(args, pairs, out, done)
+        from ..scoring.ranking import rank_rows
+
+        rows = rank_rows(rows)
+        atomic_write(out, lambda file: write_rows(file, rows, out.suffix), **ENCODING)
+    return _finish(args, rows, out)
+
+
+def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | None,
+           done: list[ScoreRow]) -> list[ScoreRow]:
+    """Score ``pairs``; with ``out``, rewrite it with ``done`` and append each batch as it comes."""
+    from tqdm import tqdm
 
     rows = list(done)
-    if pairs:
-        scorer = ClipScorer.from_pretrained(
-            args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-            preprocessing=args.preprocessing, allow_pickle=args.allow_pickle,
-            local_files_only=True if args.offline else None,
-        )
-        suffix = out.suffix.lower() if out else ""
-        file = out.open("a", encoding="utf-8", newline="") if out else None
-        try:
-            with tqdm(total=len(pairs), unit="img", desc="sdclip score", file=sys.stderr) as progress:
-                batches = scorer.iter_scores([Path(image) for image, _ in pairs], [p for _, p in pairs],
-                                             errors="return")
-                for batch in batches:
-                    new = []
-                    for offset, (score, error) in enumerate(zip(batch.scores.tolist(), batch.errors)):
-                        image, prompt = pairs[batch.start + offset]
-                        ok = error is None and not math.isnan(score)
-                        new.append({"image": image, "prompt": prompt, "score": round(score, 6) if ok else None,
-                                    "rank": None, "error": "" if ok else (error or "score is NaN")})
-                    rows += new
-                    if file is not None:
-                        file.writelines(_format(row, suffix) for row in new)
-                        file.flush()
-                    progress.update(len(new))
-        finally:
-            if file is not None:
-                file.close()
-
-    add_ranks(rows)
+    if not pairs:
+        return rows
+    scorer = _load_scorer(args)  # before --out is touched: a bad --model changes nothing
+    file = None
     if out is not None:
-        write_rows(out, rows)
-    else:
-        _print_rows(rows)
+        atomic_write(out, lambda f: write_rows(f, done, out.suffix), **ENCODING)  # drops failed and half rows
+        try:
+            file = out.open("a", newline="", **ENCODING)
+        except OSError as error:
+            raise write_failed(out, error) from None
+    try:
+        with tqdm(total=len(pairs), unit="img", desc="sdclip score", file=sys.stderr) as progress:
+            batches = scorer.iter_scores([Path(image) for image, _ in pairs], [p for _, p in pairs], errors="return")
+            for batch in batches:
+                new = []
+                for offset, (score, error) in enumerate(zip(batch.scores.tolist(), batch.errors)):
+                    image, prompt = pairs[batch.start + offset]
+                    ok = error is None and not math.isnan(score)
+                    new.append(ScoreRow(image, prompt, round(score, 6) if ok else None, None,
+                                        "" if ok else (error or "score is NaN")))
+                rows += new
+                if file is not None:
+                    try:
+                        write_rows(file, new, out.suffix, with_header=False)  # type: ignore[union-attr]
+                        file.flush()
+                    except OSError as error:
+                        raise write_failed(out, error) from None  # type: ignore[arg-type]
+                progress.update(len(new))
+    finally:
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass
+    return rows
+
+
+def _finish(args: argparse.Namespace, rows: list[ScoreRow], out: Path | None) -> int:
     _print_summary(rows, out)
-    failed = sum(bool(row["error"]) for row in rows)
+    failed = sum(bool(row.error) for row in rows)
     return 1 if args.strict and failed else 0
 
 
-def _print_rows(rows: list[dict]) -> None:
+def _print_rows(rows: list[ScoreRow]) -> None:
     from rich.table import Table
+
+    from ..scoring.ranking import rank_rows
 
     table = Table(title="scores")
     for column in COLUMNS:
         table.add_column(column, justify="right" if column in ("score", "rank") else "left")
-    for row in rows:
-        table.add_row(row["image"], row["prompt"], "" if row["score"] is None else f"{row['score']:.4f}",
-                      "" if row["rank"] is None else str(row["rank"]), row["error"])
+    for row in rank_rows(rows):
+        table.add_row(shown(row.image), shown(row.prompt), "" if row.score is None else f"{row.score:.4f}",
+                      "" if row.rank is None else str(row.rank), shown(row.error))
     stdout().print(table)
 
 
-def _print_summary(rows: list[dict], out: Path | None) -> None:
+def _print_summary(rows: list[ScoreRow], out: Path | None) -> None:
     from rich.table import Table
 
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["prompt"], []).append(row)
-    table = Table(title="summary" + (f" (rows in {out})" if out else ""))
+    from ..scoring.ranking import clip_score, rank_rows, summarize
+
+    table = Table(title="summary" + (f" (rows in {shown(str(out))})" if out else ""))
     for column in ("prompt", "images", "failed", "mean score", "best image", "best score"):
         table.add_column(column, justify="right" if column in ("images", "failed", "mean score", "best score")
                          else "left")
-    scores = []
-    for prompt, group in groups.items():
-        ok = [row for row in group if not row["error"]]
-        scores += [row["score"] for row in ok]
-        best = min(ok, key=lambda row: row["rank"]) if ok else None
-        table.add_row(prompt, str(len(group)), str(len(group) - len(ok)),
-                      f"{sum(r['score'] for r in ok) / len(ok):.4f}" if ok else "",
-                      best["image"] if best else "", f"{best['score']:.4f}" if best else "")
+    for summary in summarize(rank_rows(rows)):
+        table.add_row(shown(summary.prompt), str(summary.images), str(summary.failed),
+                      "" if summary.mean_score is None else f"{summary.mean_score:.4f}",
+                      shown(summary.best_image or ""), "" if summary.best_score is None else f"{summary.best_score:.4f}")
     console = stdout()
     console.print(table)
-    if scores:  # torchmetrics' CLIPScore: mean over pairs, then clamped at 0
-        console.print(f"CLIP score (torchmetrics definition, {len(scores)} pairs): "
-                      f"{max(sum(scores) / len(scores), 0.0):.4f}")
+    total = clip_score(rows)
+    if total is not None:  # torchmetrics' CLIPScore: mean over pairs, then clamped at 0
+        console.print(f"CLIP score (torchmetrics definition, {total[1]} pairs): {total[0]:.4f}")
     else:
         console.print("CLIP score: no image could be scored")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ..prompts.syntaxes import syntax_names
+from ._common import prompt_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tokens", help="show each token, its id and position",
                                    description="Show how prompts tokenize; no weights needed.")
-    parser.add_argument("prompts", nargs="+", metavar="PROMPT")
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT", type=prompt_text)
     parser.add_argument("--model", default=None, metavar="SRC",
                         help="use this model's tokenizer (default: the shipped clip-vit-large-patch14 one)")
     parser.add_argument("--syntax", default="plain", choices=syntax_names(),

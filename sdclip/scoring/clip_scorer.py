@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._lru import LRUCache
 from ..prompts.truncation import caller_stacklevel, warn_truncated
 from ..errors import ImageInputError, PromptError, PromptTypeError, SdclipError
+from .ranking import Ranking
 from .images import (
     PreprocessConfig, as_chw_tensor, image_list, load_image, pil_to_uint8, preprocess_pil, preprocess_tensors,
     tensor_to_pil,
@@ -39,58 +40,6 @@ if TYPE_CHECKING:
 
 Preprocessing = Literal["auto", "exact", "fast"]
 _TEXT_BATCH = 256
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """Images of one prompt, best first. Ties keep input order; failed (NaN) images come last.
-
-    Attributes:
-        prompt: the prompt they were ranked against.
-        indices: image indices (into the images given), best first.
-        scores: ``scores[k]`` is the CLIP score (``100 * cos``) of image ``indices[k]``.
-
-    Example:
-        >>> r = Ranking.from_scores([20.5, 31.0, 20.5], prompt="a cat")
-        >>> r.indices, r.best, r.ranks
-        ((1, 0, 2), 1, (2, 1, 3))
-    """
-
-    prompt: str
-    indices: tuple[int, ...]
-    scores: tuple[float, ...]
-
-    @classmethod
-    def from_scores(cls, scores: Sequence[float], *, prompt: str = "") -> Ranking:
-        """Rank ``scores`` (one per image, input order) best first; stable, NaN last."""
-        values = [float(s) for s in scores]
-        order = sorted(range(len(values)), key=lambda i: (1, 0.0) if math.isnan(values[i]) else (0, -values[i]))
-        return cls(prompt, tuple(order), tuple(values[i] for i in order))  # sorted() is stable: ties by index
-
-    @property
-    def best(self) -> int:
-        """Index of the best image."""
-        return self.indices[0]
-
-    @property
-    def best_score(self) -> float:
-        """Score of the best image."""
-        return self.scores[0]
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        """Rank of each image in input order (1 = best)."""
-        ranks = [0] * len(self.indices)
-        for position, index in enumerate(self.indices):
-            ranks[index] = position + 1
-        return tuple(ranks)
-
-    def top(self, k: int) -> tuple[int, ...]:
-        """Indices of the ``k`` best images."""
-        return self.indices[:k]
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 @dataclass(frozen=True)

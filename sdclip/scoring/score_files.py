@@ -1,22 +1,41 @@
-"""Reading the score files ``sdclip score`` writes (CSV or JSONL), for plots and reports.
+"""Score files (CSV or JSONL): the one place that writes and reads what ``sdclip score`` outputs.
 
-A score file has one row per (image, prompt) with the columns ``image, prompt, score, rank, error``:
-image paths as given to the scorer, rank 1 = best within its prompt, and ``error`` set (score empty)
-when an image could not be scored. Plain Python: no torch, no matplotlib.
+A score file has one row per (image, prompt) with the columns ``COLUMNS`` (``image, prompt, score, rank,
+error``): image paths as given to the scorer, rank 1 = best within its prompt, and ``error`` set (score
+empty) when an image could not be scored. Plain Python: no torch, no matplotlib.
+
+Names that are not UTF-8 (a file called ``b"\\xff.png"`` arrives as ``"\\udcff.png"``) round-trip: CSV
+is written and read with ``errors="surrogateescape"`` (the file holds the name's own bytes), JSONL
+escapes lone surrogates as ``\\udcff``. JSONL is split on ``"\\n"`` only, so U+2028 and U+0085 inside
+strings are content, not line breaks.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ..errors import ScoreFileError
+from .ranking import ranked_groups
 
+COLUMNS = ("image", "prompt", "score", "rank", "error")
+"""The columns of a score file, in order (the CSV header)."""
 REQUIRED_COLUMNS = ("image", "prompt", "score")
+SUFFIXES = (".csv", ".jsonl")
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+"""How score files are opened (text mode, ``newline=""``): non-UTF-8 names keep their bytes."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+__all__ = ["COLUMNS", "ScoreRow", "format_row", "header", "ranked_groups", "read_resume_rows", "read_score_file",
+           "write_rows"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +61,17 @@ def _number(value: object, kind: type, *, where: str, column: str) -> float | in
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
     try:
-        number = kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         raise ScoreFileError(f"{where}: column '{column}' should be a number, got {value!r}") from None
-    if isinstance(number, float) and math.isnan(number):
+    if math.isnan(number):
         return None
+    if math.isinf(number):
+        raise ScoreFileError(f"{where}: column '{column}' should be a finite number, got {value!r}")
+    if kind is int:
+        if number != int(number) or number < 1:
+            raise ScoreFileError(f"{where}: column '{column}' should be an integer >= 1, got {value!r}")
+        return int(number)
     return number
 
 
@@ -54,13 +79,13 @@ def _records(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
     """(columns, [(where, record)]) of a CSV or JSONL file."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", **ENCODING) as handle:
             reader = csv.DictReader(handle)
             columns = list(reader.fieldnames or [])
             return columns, [(f"{path}:{n}", row) for n, row in enumerate(reader, start=2)]
     if suffix in (".jsonl", ".ndjson"):
         records, columns = [], {}
-        with path.open(encoding="utf-8") as handle:
+        with path.open(newline="\n", **ENCODING) as handle:  # "\n" only: U+2028 is not a line break
             for n, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -120,23 +145,122 @@ def read_score_file(path: str | os.PathLike) -> list[ScoreRow]:
     return rows
 
 
-def ranked_groups(rows: list[ScoreRow]) -> dict[str, list[ScoreRow]]:
-    """Scored rows grouped by prompt (in order of first appearance), best first.
+# -- writing --------------------------------------------------------------------------------------
 
-    Rows are ordered by the file's rank when every row of the group has one, else by score.
+
+def header(suffix: str) -> str:
+    """What a score file starts with: the CSV header line, nothing for JSONL.
 
     Example:
-        >>> rows = [ScoreRow("a.png", "cat", 20.0), ScoreRow("b.png", "cat", 30.0)]
-        >>> [row.image for row in ranked_groups(rows)["cat"]]
-        ['b.png', 'a.png']
+        >>> header(".csv")
+        'image,prompt,score,rank,error\\n'
     """
-    groups: dict[str, list[ScoreRow]] = {}
-    for row in rows:
-        if row.score is not None:
-            groups.setdefault(row.prompt, []).append(row)
-    for prompt, group in groups.items():
-        if all(row.rank is not None for row in group):
-            group.sort(key=lambda row: (row.rank, -row.score))
+    return ",".join(COLUMNS) + "\n" if suffix.lower() == ".csv" else ""
+
+
+def format_row(row: ScoreRow, suffix: str) -> str:
+    """One row as a CSV or JSONL line, with its newline; scores are written with 6 decimals.
+
+    Example:
+        >>> format_row(ScoreRow("a.png", "a cat", 31.5, 1), ".jsonl")
+        '{"image": "a.png", "prompt": "a cat", "score": 31.5, "rank": 1, "error": ""}\\n'
+        >>> format_row(ScoreRow("\\udcff.png", "a cat", None, error="bad"), ".csv") == '\\udcff.png,a cat,,,bad\\n'
+        True
+    """
+    score = None if row.score is None else round(row.score, 6)
+    if suffix.lower() == ".jsonl":
+        item = {"image": row.image, "prompt": row.prompt, "score": score, "rank": row.rank, "error": row.error}
+        text = json.dumps(item, ensure_ascii=False)
+        return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
+    buffer = io.StringIO()
+    fields = [row.image, row.prompt, "" if score is None else f"{score:.6f}", "" if row.rank is None else str(row.rank),
+              row.error]
+    csv.writer(buffer, lineterminator="\n").writerow(fields)
+    return buffer.getvalue()
+
+
+def write_rows(file: IO[str], rows: Iterable[ScoreRow], suffix: str, *, with_header: bool = True) -> None:
+    """Write ``rows`` (after the header, for CSV) to an open text file (``open(..., newline="", **ENCODING)``).
+
+    Example:
+        >>> import io
+        >>> buffer = io.StringIO()
+        >>> write_rows(buffer, [ScoreRow("a.png", "a cat", 31.5, 1)], ".csv")
+        >>> buffer.getvalue()
+        'image,prompt,score,rank,error\\na.png,a cat,31.500000,1,\\n'
+    """
+    if with_header:
+        file.write(header(suffix))
+    file.writelines(format_row(row, suffix) for row in rows)
+
+
+# -- reading back for --resume --------------------------------------------------------------------
+
+
+def read_resume_rows(path: str | os.PathLike, *, name: str = "score file") -> list[ScoreRow]:
+    """The whole rows of a score file being resumed; a half-written last line (even one cut inside a
+    multi-byte character) is dropped, as the run that wrote it stopped there.
+
+    Args:
+        path: a ``.csv`` or ``.jsonl`` file that ``sdclip score`` wrote.
+        name: how errors name the file (``--out`` from the CLI).
+
+    Raises:
+        ScoreFileError: the file is not an ``sdclip score`` output (so resuming will not overwrite it).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.jsonl"
+        >>> _ = path.write_bytes(b'{"image": "a.png", "prompt": "cat", "score": 1.0, "rank": 1, "error": ""}\\n{"ima')
+        >>> read_resume_rows(path)
+        [ScoreRow(image='a.png', prompt='cat', score=1.0, rank=1, error='')]
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    data = path.read_bytes()
+    text = data[: data.rfind(b"\n") + 1].decode(**ENCODING)  # the run stopped mid-line: that row is incomplete
+    if suffix == ".csv":
+        records = _csv_records(text)
+        if records and records[0].rstrip("\r\n") != ",".join(COLUMNS):
+            raise ScoreFileError(f"{name} '{path}': not an sdclip score file (its header is not "
+                                 f"{','.join(COLUMNS)}); refusing to resume into it")
+        records = records[1:]
+    else:
+        records = [line for line in text.split("\n") if line.strip()]
+    rows = []
+    for number, record in enumerate(records, start=1):
+        row = _parse(record, suffix)
+        if row is None:
+            raise ScoreFileError(f"{name} '{path}': row {number} is not an sdclip score row; refusing to resume into it")
+        rows.append(row)
+    return rows
+
+
+def _csv_records(text: str) -> list[str]:
+    """CSV text split into records on "\\n" (a quoted prompt may hold newlines; an unclosed last one is dropped)."""
+    records, current = [], ""
+    for line in text.split("\n")[:-1]:
+        current += line + "\n"
+        if current.count('"') % 2 == 0:
+            records.append(current)
+            current = ""
+    return records
+
+
+def _parse(record: str, suffix: str) -> ScoreRow | None:
+    """A row read back from a score file, or None when the record is not a whole row."""
+    try:
+        if suffix == ".jsonl":
+            item = json.loads(record)
+            fields = [item["image"], item["prompt"], item["score"], item.get("rank"), item.get("error") or ""]
+            if not isinstance(fields[0], str) or not isinstance(fields[1], str):
+                return None
         else:
-            group.sort(key=lambda row: -row.score)
-    return groups
+            fields = next(csv.reader(io.StringIO(record, newline="")))
+            if len(fields) != len(COLUMNS):
+                return None
+            fields = [fields[0], fields[1], float(fields[2]) if fields[2] else None,
+                      int(fields[3]) if fields[3] else None, fields[4]]
+    except (ValueError, KeyError, TypeError, StopIteration, csv.Error):
+        return None
+    return ScoreRow(fields[0], fields[1], fields[2], fields[3], str(fields[4]))

@@ -73,6 +73,7 @@ def test_bad_flags_exit_2_without_traceback():
     assert result.stderr == "sdclip: error: unrecognized arguments: --bogus (see sdclip --help)\n"
 
 
+@pytest.mark.slow  # a fresh process imports torch and transformers: ~5-10 s
 def test_missing_weights_from_the_cli_is_one_line(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-m", "sdclip.cli", "encode", "a cat", "--out",

@@ -236,3 +236,56 @@ def test_cli_plot_scores_errors(tmp_path, capsys, monkeypatch, setup, argv, mess
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(message)
     assert not (tmp_path / "out").exists()
+
+
+# -- hostile score files and images (issue 16 #12) ------------------------------------------------
+
+
+def test_unreadable_images_are_captioned_grey_tiles(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (48, 40), COLOURS["red"]).save(folder / "good.png")
+    Image.new("RGB", (48, 40), COLOURS["red"]).save(folder / "corrupt.png")
+    (folder / "corrupt.png").write_bytes((folder / "corrupt.png").read_bytes()[:50])
+    (folder / "text.png").write_text("not an image")
+    Image.new("RGB", (300, 300)).save(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # the 300x300 file is a "bomb"
+    rows = [{"image": f"images/{name}", "prompt": "p", "score": 30 - i, "rank": i + 1, "error": ""}
+            for i, name in enumerate(["good.png", "corrupt.png", "text.png", "bomb.png"])]
+    path = write_run(tmp_path, rows=rows)
+    monkeypatch.chdir(tmp_path)
+    assert main(["plot-scores", str(path), "--out", "out"]) == 0
+    err = capsys.readouterr().err
+    assert "3 image(s) could not be read (drawn grey, the reason in the caption)" in err and "Traceback" not in err
+    fig = plots.plot_ranked_grid(ranked_groups(read_score_file(path))["p"], images_root=tmp_path)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "#1  30.000\ngood.png"
+    assert titles[1].startswith("#2  29.000\ncorrupt.png (unreadable: ")
+    assert titles[2] == "#3  28.000\ntext.png (unreadable: not an image)"
+    assert titles[3] == "#4  27.000\nbomb.png (unreadable: over the decompression-bomb limit)"
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60_000)  # between 1x and 2x: PIL only warns; still not drawn
+    fig = plots.plot_ranked_grid(ranked_groups(read_score_file(path))["p"], images_root=tmp_path)
+    assert fig.axes[3].get_title() == titles[3]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ranked_01_p.png", "score_histogram.png"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"image,prompt,score,rank\na.png,cat,1,1e400\n", "s.csv:2: column 'rank' should be a finite number"),
+    (b"image,prompt,score\na.png,cat,1e400\n", "s.csv:2: column 'score' should be a finite number"),
+])  # fmt: skip
+def test_cli_plot_scores_bad_numbers_one_line(tmp_path, capsys, monkeypatch, content, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.csv").write_bytes(content)
+    assert main(["plot-scores", "s.csv", "--out", "out"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_cli_plot_scores_non_utf8_bytes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (48, 40), COLOURS["blue"]).save(b"\xff.png")
+    (tmp_path / "s.csv").write_bytes(b"image,prompt,score\n\xff.png,caf\xe9 \xff,1.5\n")
+    assert main(["plot-scores", "s.csv", "--out", "out"]) == 0
+    captured = capsys.readouterr()
+    assert "caf\ufffd \ufffd" in captured.out and "not found" not in captured.err
+    assert len(list((tmp_path / "out").iterdir())) == 2
