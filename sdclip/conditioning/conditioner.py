@@ -8,28 +8,25 @@ and works with transformers 5.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._lru import LRUCache
-from ..prompts.chunking import ChunkedPrompt, chunk_prompt, empty_chunk
-from .types import (
-    SDXL_SPEC,
-    Conditioning,
-    EncodeSettings,
-    EncoderSpec,
-    resolve_settings,
-)
+from .._lru import DEFAULT_MAX_BYTES, LRUCache, check_cache_size
 from ..errors import PromptError, PromptTypeError
 from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, load_text_encoder, load_text_encoders
-from ..prompts.tokens import PromptToken, prompt_tokens
-from ..prompts.lists import second_prompts, validate_prompts
 from ..models.sources import DEFAULT_MODEL
+from ..prompts.chunking import ChunkedPrompt, chunk_prompt, empty_chunk
+from ..prompts.lists import second_prompts, validate_prompts
+from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.truncation import TruncationWarning, warn_truncated
+from .core import assemble, encode_chunks, pad_chunks
+from .settings import EncodeSettings, check_clip_skip, check_num_images, resolve_settings
 from .textual_inversion import expand_textual_inversion
-from .weighting import apply_weights
+from .types import SDXL_SPEC, Conditioning, EncoderSpec
 
 __all__ = ["Conditioning", "EncoderSpec", "SDXL_SPEC", "TextConditioner", "TruncationWarning"]
 
@@ -45,15 +42,20 @@ class TextConditioner:
         specs: how each encoder's hidden states are taken (default: SD 1.x rules; ``SDXL_SPEC`` for
             both SDXL encoders).
         cache_size: how many encoded prompts to keep (per settings); 0 disables the cache.
+        cache_bytes: the most bytes the cached tensors may hold (default 256 MiB).
         pipeline_takes_pooled: whether ``pipeline_kwargs`` includes the pooled pair.
         force_zeros_for_empty_prompt: ``encode``'s default for ``force_zeros`` (the SDXL pipeline
             setting of that name: a missing negative prompt becomes zeros).
+        trainable: encode with gradients (no ``inference_mode``, no cache), so a loss can train the
+            text encoders; their parameters must have ``requires_grad``. Default: inference.
+
+    One conditioner may be shared by threads: encodes run one at a time (the tokenizers are not
+    thread-safe) and the cache only ever holds complete, checked entries.
 
     Example:
-        >>> cond = TextConditioner.from_pretrained("weights/clip-vit-large-patch14")  # doctest: +SKIP
-        >>> out = cond.encode(["a cat", "a dog"], "blurry", num_images_per_prompt=2)  # doctest: +SKIP
-        >>> out.prompt_embeds.shape  # doctest: +SKIP
-        torch.Size([4, 77, 768])
+        >>> out = cond.encode(["a cat", "a dog"], "blurry", num_images_per_prompt=2)
+        >>> out.prompt_embeds.shape  # the tiny test model is 128 wide; CLIP ViT-L/14 is 768
+        torch.Size([4, 77, 128])
     """
 
     def __init__(
@@ -62,8 +64,10 @@ class TextConditioner:
         *,
         specs: Sequence[EncoderSpec] | None = None,
         cache_size: int = 256,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
         pipeline_takes_pooled: bool = False,
         force_zeros_for_empty_prompt: bool = False,
+        trainable: bool = False,
     ) -> None:
         if not encoders:
             raise PromptError("encoders: expected at least one text encoder")
@@ -71,10 +75,14 @@ class TextConditioner:
         self.specs = list(specs) if specs is not None else [EncoderSpec()] * len(self.encoders)
         if len(self.specs) != len(self.encoders):
             raise PromptError(f"specs: expected one per encoder ({len(self.encoders)}), got {len(self.specs)}")
+        if not isinstance(trainable, bool):
+            raise PromptError(f"trainable: expected True or False, got {trainable!r}")
         self.pipeline_takes_pooled = pipeline_takes_pooled
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
-        self._cache = LRUCache(cache_size)
-        self._truncated: list[tuple[str, str]] = []
+        self.trainable = trainable
+        self._cache = LRUCache(check_cache_size(cache_size), max_bytes=cache_bytes)
+        # one encode at a time: HF fast tokenizers change their truncation/padding state on every call
+        self._lock = threading.RLock()
         self._embeddings: list[dict[str, int]] = [{} for _ in self.encoders]  # textual inversion: name -> vectors
         self._owns_models = False  # from_pretrained sets it: then embeddings may extend the models in place
 
@@ -122,24 +130,26 @@ class TextConditioner:
         return conditioner
 
     @classmethod
-    def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int) -> TextConditioner:
+    def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int, trainable: bool = False) -> TextConditioner:
         if not loaded.sdxl:
-            return cls(loaded.encoders, cache_size=cache_size)
+            return cls(loaded.encoders, cache_size=cache_size, trainable=trainable)
         return cls(
             loaded.encoders,
             specs=[SDXL_SPEC] * len(loaded.encoders),
             cache_size=cache_size,
+            trainable=trainable,
             pipeline_takes_pooled=True,
             force_zeros_for_empty_prompt=loaded.force_zeros_for_empty_prompt,
         )
 
     @classmethod
-    def from_pipeline(cls, pipe: Any, *, cache_size: int = 256) -> TextConditioner:
+    def from_pipeline(cls, pipe: Any, *, cache_size: int = 256, trainable: bool = False) -> TextConditioner:
         """Use the text encoders and tokenizers of a loaded diffusers pipeline (shared, not copied).
 
         Works with ``StableDiffusionPipeline`` and the SDXL pipelines (base, refiner, img2img,
         inpaint); the SDXL rules and ``force_zeros_for_empty_prompt`` come from the pipeline. The
         pipeline's modules are never changed: ``load_textual_inversion`` works on copies.
+        ``trainable=True`` encodes with gradients into the pipeline's encoders (see the class).
 
         Raises:
             ModelSourceError: the pipeline has a text encoder that is not CLIP (Flux, SD3).
@@ -169,7 +179,7 @@ class TextConditioner:
         sdxl = hasattr(pipe, "text_encoder_2")  # SDXL pipelines have the attribute, the refiner's first is None
         force_zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", True)) if sdxl else False
         loaded = LoadedTextEncoders(encoders, sdxl=sdxl, force_zeros_for_empty_prompt=force_zeros)
-        return cls._from_loaded(loaded, cache_size=cache_size)
+        return cls._from_loaded(loaded, cache_size=cache_size, trainable=trainable)
 
     @property
     def tokenizer(self) -> Any:
@@ -193,6 +203,11 @@ class TextConditioner:
         """Forget every cached encoding (done for you when the vocabulary changes)."""
         self._cache.clear()
 
+    def _grad_context(self) -> contextlib.AbstractContextManager:
+        import torch
+
+        return torch.enable_grad() if self.trainable else torch.inference_mode()
+
     # -- tokens -------------------------------------------------------------------------------------
 
     def _chunk(self, index: int, text: str, settings: EncodeSettings) -> ChunkedPrompt:
@@ -203,80 +218,51 @@ class TextConditioner:
 
     # -- model --------------------------------------------------------------------------------------
 
-    def _run_encoder(self, index: int, ids: torch.Tensor, settings: EncodeSettings) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden (N, 77, H), pooled (N, D)) for a batch of chunk ids (N, 77)."""
-        import torch
-
-        model, spec = self.encoders[index].model, self.specs[index]
-        eos_id = self.encoders[index].tokenizer.eos_token_id
-        skip = settings.clip_skip or 0
-        output = model(ids, output_hidden_states=skip > 0 or spec.skip_offset > 1)
-        last = output.last_hidden_state  # (N, 77, H), after the final layer norm
-        if skip == 0 and spec.skip_offset == 1 and spec.final_norm:
-            hidden = last
-        else:
-            hidden = output.hidden_states[-(skip + spec.skip_offset)]
-            if spec.final_norm:
-                text_model = getattr(model, "text_model", model)  # transformers 5's CLIPTextModel is the text model
-                hidden = text_model.final_layer_norm(hidden)
-        eos_position = (ids == eos_id).int().argmax(dim=-1)  # first EOS: padding may also be EOS
-        pooled = last[torch.arange(last.shape[0], device=last.device), eos_position]
-        if hasattr(model, "text_projection"):
-            pooled = model.text_projection(pooled)
-        return hidden, pooled
-
-    def _encode_texts(self, index: int, texts: list[str], settings: EncodeSettings) -> dict[str, tuple]:
-        """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77)), through the cache.
+    def _encode_texts(
+        self, index: int, texts: list[str], settings: EncodeSettings, truncated: list[tuple[str, str]]
+    ) -> dict[str | None, tuple]:
+        """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77), ChunkedPrompt), through the cache.
 
         Pooled comes from the first chunk, as in A1111 and ComfyUI. The key ``None`` holds the empty
-        chunk (BOS, EOS, padding), which pads prompts to a common number of chunks.
+        chunk (BOS, EOS, padding), which pads prompts to a common number of chunks. Texts cut by
+        truncation are added to ``truncated``. Call it holding ``self._lock``.
         """
-        import torch
-
+        cache = None if self.trainable else self._cache
         results, todo = {}, []
         # the empty chunk pads long prompts and anchors comfy weighting; short plain prompts never need it
         needs_empty = not settings.truncate or settings.weighting == "comfy"
         for text in [*texts, None] if needs_empty else texts:
-            cached = self._cache.get((index, text, settings))
+            cached = cache.get((index, text, settings)) if cache is not None else None
             if cached is not None:
                 results[text] = cached
             else:
                 todo.append(text)
         if not todo:
             return results
-        tokenizer = self.encoders[index].tokenizer
+        encoder, spec = self.encoders[index], self.specs[index]
+        empty = empty_chunk(encoder.tokenizer)
         chunked = {text: self._chunk(index, text, settings) for text in todo if text is not None}
-        for text, prompt in chunked.items():
-            if prompt.truncated_text:
-                self._truncated.append((text, prompt.truncated_text))
-        chunks = {text: list(prompt.chunks) for text, prompt in chunked.items()}
-        chunks[None] = [empty_chunk(tokenizer)]
-        order = [text for text in todo if text is not None] + ([None] if None in todo else [])
-        flat = [chunk for text in order for chunk in chunks[text]]
-        # identical chunks (the empty prompt and the padding chunk, repeated BREAK parts) run once
-        unique = {ids: row for row, ids in enumerate(dict.fromkeys(chunk.ids for chunk in flat))}
-        device = self.encoders[index].model.device
-        unique_ids = torch.tensor(list(unique), dtype=torch.long, device=device)  # (U, 77)
-        unique_hidden, unique_pooled = self._run_encoder(index, unique_ids, settings)
-        row = torch.tensor([unique[chunk.ids] for chunk in flat], device=device)
-        hidden, pooled, ids = unique_hidden[row], unique_pooled[row], unique_ids[row]
-        if settings.weighting is not None:
-            weights = torch.tensor([chunk.weights for chunk in flat], dtype=torch.float32, device=device)
-            weighted = (weights != 1).any(dim=-1)  # chunks with all weights 1 stay exactly as encoded
-            if weighted.any():
-                empty = None
-                if settings.weighting == "comfy":  # (1, 77, H): the empty chunk, run now or cached
-                    empty = (unique_hidden[unique[chunks[None][0].ids]] if None in todo else results[None][0][0])[None]
-                hidden[weighted] = apply_weights(
-                    hidden[weighted], weights[weighted], mode=settings.weighting, empty_hidden=empty
-                )
+        truncated += [(text, prompt.truncated_text) for text, prompt in chunked.items() if prompt.truncated_text]
+        if None in todo:
+            chunked[None] = ChunkedPrompt((empty,), None)
+        flat = [(text, chunk) for text, prompt in chunked.items() for chunk in prompt.chunks]
+        known_empty = results[None][0][0] if None in results else None  # (77, H)
+        hidden, pooled, ids = encode_chunks(
+            encoder.model, spec, [chunk for _, chunk in flat], eos_token_id=encoder.tokenizer.eos_token_id,
+            clip_skip=settings.clip_skip, weighting=settings.weighting, empty=empty, empty_hidden=known_empty,
+            names=[text or "" for text, _ in flat],
+        )  # fmt: skip
         start = 0
-        for text in order:
-            count = len(chunks[text])
-            entry = (hidden[start : start + count], pooled[start], ids[start : start + count])
+        for text, prompt in chunked.items():
+            count = len(prompt.chunks)
+            # copies, so an entry never keeps the whole batch's tensors alive
+            entry = (hidden[start : start + count].clone(), pooled[start].clone(), ids[start : start + count].clone(), prompt)
             start += count
+            if entry[0].shape[:2] != entry[2].shape or entry[2].shape != (count, len(empty.ids)):
+                raise RuntimeError(f"sdclip bug: encoded {tuple(entry[0].shape)} for {count} chunk(s) of {text!r}")
             results[text] = entry
-            self._cache.put((index, text, settings), entry)
+            if cache is not None:
+                cache.put((index, text, settings), entry)
         return results
 
     # -- public -------------------------------------------------------------------------------------
@@ -309,11 +295,13 @@ class TextConditioner:
         """
         from .textual_inversion import load_into_encoders
 
-        added = load_into_encoders(
-            self.encoders, self._embeddings, path, token=token, allow_pickle=allow_pickle, copy_models=not self._owns_models
-        )
-        self._owns_models = True
-        self.clear_cache()
+        with self._lock:
+            added = load_into_encoders(
+                self.encoders, self._embeddings, path, token=token, allow_pickle=allow_pickle,
+                copy_models=not self._owns_models,
+            )  # fmt: skip
+            self._owns_models = True
+            self.clear_cache()
         return added
 
     def parse(self, prompt: str, *, syntax: str = "plain", truncate: bool = True) -> list[PromptToken]:
@@ -329,9 +317,8 @@ class TextConditioner:
         if not isinstance(prompt, str):
             raise PromptTypeError(f"prompt: expected a string, got {type(prompt).__name__}")
         settings = resolve_settings(None, syntax, truncate, None)
-        tokenizer = self.tokenizer
-        chunked = self._chunk(0, prompt, settings)
-        return prompt_tokens(chunked, tokenizer)
+        with self._lock:
+            return prompt_tokens(self._chunk(0, prompt, settings), self.tokenizer)
 
     def encode(
         self,
@@ -404,10 +391,12 @@ class TextConditioner:
             )
         prompts_2 = second_prompts(prompt_2, prompts, "prompt_2")
         negatives_2 = second_prompts(negative_prompt_2, negatives, "negative_prompt_2")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise PromptError(f"num_images_per_prompt: expected an integer >= 1, got {num_images_per_prompt!r}")
+        check_num_images(num_images_per_prompt)
         settings = resolve_settings(clip_skip, syntax, truncate, weighting)
-        self._check_clip_skip(clip_skip)
+        check_clip_skip(clip_skip, [
+            encoder.model.config.num_hidden_layers + 1 - spec.skip_offset
+            for encoder, spec in zip(self.encoders, self.specs, strict=True)
+        ])  # fmt: skip
         if clip_skip_negative not in ("same", "diffusers"):
             raise PromptError(f"clip_skip_negative: expected 'same' or 'diffusers', got {clip_skip_negative!r}")
         if force_zeros is None:
@@ -417,35 +406,35 @@ class TextConditioner:
 
         # per encoder: (texts, their encodings) for the prompts and for the negatives
         sides: list[tuple[tuple[list[str], dict], tuple[list[str], dict]]] = []
-        self._truncated = []
-        with torch.inference_mode():
+        truncated: list[tuple[str, str]] = []
+        with self._lock, self._grad_context():
             for index in range(len(self.encoders)):
                 texts, negative_texts = (prompts, negatives) if index == 0 else (prompts_2, negatives_2)
                 negative_texts = [] if zero_negative else negative_texts
                 if negative_settings == settings:  # one batch: each unique text is encoded once
                     encoded = negative_encoded = self._encode_texts(
-                        index, list(dict.fromkeys(texts + negative_texts)), settings
+                        index, list(dict.fromkeys(texts + negative_texts)), settings, truncated
                     )
                 else:
-                    encoded = self._encode_texts(index, list(dict.fromkeys(texts)), settings)
+                    encoded = self._encode_texts(index, list(dict.fromkeys(texts)), settings, truncated)
                     negative_encoded = (
-                        self._encode_texts(index, list(dict.fromkeys(negative_texts)), negative_settings)
+                        self._encode_texts(index, list(dict.fromkeys(negative_texts)), negative_settings, truncated)
                         if negative_texts
                         else {}
                     )
                 sides.append(((texts, encoded), (negative_texts, negative_encoded)))
-        for text, dropped in dict.fromkeys(self._truncated):
+        for text, dropped in dict.fromkeys(truncated):
             warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
         n_chunks = max(len(encoded[text][2]) for side in sides for texts, encoded in side for text in texts)
 
         def padded(encoded: dict, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             """The text's (hidden (77·n_chunks, H), pooled (D,), ids (77·n_chunks,)), padded with empty chunks."""
-            hidden, pooled, ids = encoded[text]
+            hidden, pooled, ids, _ = encoded[text]
             if len(ids) < n_chunks:
-                extra = n_chunks - len(ids)
-                hidden = torch.cat([hidden, *[encoded[None][0]] * extra])
-                ids = torch.cat([ids, *[encoded[None][2]] * extra])
-            return hidden.flatten(0, 1), pooled, ids.flatten()
+                hidden, ids = pad_chunks(hidden, ids, n_chunks, encoded[None][0][0], encoded[None][2][0])
+            else:
+                hidden, ids = hidden.flatten(0, 1), ids.flatten()
+            return hidden, pooled, ids
 
         def rows(side: int) -> list[list[tuple]]:  # [row][encoder] -> padded entry
             return [
@@ -453,12 +442,17 @@ class TextConditioner:
                 for row in range(len(prompts))
             ]
 
-        prompt_embeds, pooled, prompt_ids = _assemble(rows(0), num_images_per_prompt)
+        def chunks(side: int) -> tuple[ChunkedPrompt | None, ...]:  # the first encoder's, per output row
+            texts, encoded = sides[0][side]
+            return tuple(encoded[text][3] if texts else None for text in texts or prompts
+                         for _ in range(num_images_per_prompt))  # fmt: skip
+
+        prompt_embeds, pooled, prompt_ids = assemble(rows(0), num_images_per_prompt)
         if zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
             negative_embeds, negative_pooled = torch.zeros_like(prompt_embeds), torch.zeros_like(pooled)
             negative_ids = torch.full_like(prompt_ids, -1)
         else:
-            negative_embeds, negative_pooled, negative_ids = _assemble(rows(1), num_images_per_prompt)
+            negative_embeds, negative_pooled, negative_ids = assemble(rows(1), num_images_per_prompt)
         return Conditioning(
             prompt_embeds=prompt_embeds,
             pooled_prompt_embeds=pooled,
@@ -467,32 +461,6 @@ class TextConditioner:
             prompt_ids=prompt_ids,
             negative_prompt_ids=negative_ids,
             pipeline_takes_pooled=self.pipeline_takes_pooled,
+            prompt_chunks=chunks(0),
+            negative_chunks=chunks(1),
         )
-
-    def _check_clip_skip(self, clip_skip: int | None) -> None:
-        """``clip_skip`` (already type-checked) must leave a layer to take in every encoder."""
-        if clip_skip is None:
-            return
-        limit = min(
-            encoder.model.config.num_hidden_layers + 1 - spec.skip_offset
-            for encoder, spec in zip(self.encoders, self.specs, strict=True)
-        )
-        if clip_skip > limit:
-            raise PromptError(
-                f"clip_skip: {clip_skip} skips more layers than the text encoder has; expected at most {limit}"
-            )
-
-
-def _assemble(rows: list[list[tuple]], repeats: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch tensors from each row's per-encoder entries ``(hidden (77·k, H), pooled (D,), ids (77·k,))``.
-
-    Returns ``(hidden (B·n, 77·k, ΣH), pooled (B·n, D), ids (B·n, 77·k))``: the encoders' hidden states
-    side by side on the last axis, pooled from the last encoder (SDXL: bigG's projected ``text_embeds``),
-    ids from the first; each row repeated ``repeats`` times.
-    """
-    import torch
-
-    hidden = torch.stack([torch.cat([entry[0] for entry in row], dim=-1) for row in rows])
-    pooled = torch.stack([row[-1][1] for row in rows])
-    ids = torch.stack([row[0][2] for row in rows])
-    return tuple(t.repeat_interleave(repeats, dim=0) for t in (hidden, pooled, ids))
