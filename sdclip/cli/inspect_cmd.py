@@ -66,12 +66,38 @@ def run(args: argparse.Namespace) -> int:
             "comparisons": [c.to_dict() for c in comparisons],
             "similarity": matrix.to_dict() if matrix else None,
         }
-        json_path.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+        json_path.write_text(json_text(payload), encoding="utf-8")
         stderr().print(f"wrote {json_path}")
     if args.plot:
         for path in _write_plots(cond, args, report, matrix, options):
             stderr().print(f"wrote {path}")
     return 0
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as strict JSON: NaN and infinities become ``null`` (``json.dumps`` would write the
+    invalid ``NaN`` / ``Infinity``), and ``allow_nan=False`` guarantees none is left.
+
+    Example:
+        >>> print(json_text({"cosine": float("nan"), "norm": float("inf"), "id": 7}))
+        {
+         "cosine": null,
+         "norm": null,
+         "id": 7
+        }
+    """
+    import math
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+
+    return json.dumps(finite(payload), indent=1, ensure_ascii=False, allow_nan=False)
 
 
 def _write_plots(cond: Any, args: argparse.Namespace, report: Any, matrix: Any, options: dict) -> list[Path]:
