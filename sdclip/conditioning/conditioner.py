@@ -117,8 +117,11 @@ class TextConditioner:
             cache_size: how many encoded prompts to keep; 0 disables the cache.
 
         Example:
-            >>> cond = TextConditioner.from_pretrained("path/to/stable-diffusion-v1-5")  # doctest: +SKIP
-            >>> sdxl = TextConditioner.from_pretrained("path/to/sd_xl_base_1.0.safetensors")  # doctest: +SKIP
+            >>> import tempfile
+            >>> folder = tempfile.mkdtemp()
+            >>> pipe.save_pretrained(folder)  # a tiny SD 1.x pipeline folder
+            >>> TextConditioner.from_pretrained(folder, device="cpu").encode("a cat").prompt_embeds.shape
+            torch.Size([1, 77, 128])
         """
         options = dict(device=device, dtype=dtype, local_files_only=local_files_only, allow_pickle=allow_pickle)
         if subfolder is not None:
@@ -290,8 +293,13 @@ class TextConditioner:
                 a name already in the vocabulary, or vectors for another number of encoders.
 
         Example:
-            >>> cond.load_textual_inversion("embeddings/style.safetensors")  # doctest: +SKIP
-            ['style', 'style_1']
+            >>> import tempfile, torch
+            >>> from safetensors.torch import save_file
+            >>> path = tempfile.mkdtemp() + "/style.safetensors"
+            >>> save_file({"emb_params": torch.randn(2, 128)}, path)  # an A1111 embedding of 2 vectors
+            >>> mine = TextConditioner.from_pipeline(pipe)  # the pipeline's own modules stay unchanged
+            >>> mine.load_textual_inversion(path, token="<my-style>")  # "style" is already a CLIP word
+            ['<my-style>', '<my-style>_1']
         """
         from .textual_inversion import load_into_encoders
 
@@ -311,7 +319,7 @@ class TextConditioner:
         limit follow, marked ``truncated``.
 
         Example:
-            >>> [(t.text, t.weight) for t in cond.parse("a (cat:1.5)", syntax="a1111")]  # doctest: +SKIP
+            >>> [(t.text, t.weight) for t in cond.parse("a (cat:1.5)", syntax="a1111")]
             [('<|startoftext|>', 1.0), ('a</w>', 1.0), ('cat</w>', 1.5), ('<|endoftext|>', 1.0)]
         """
         if not isinstance(prompt, str):
@@ -376,11 +384,11 @@ class TextConditioner:
                 one-encoder model, or an option is out of range.
 
         Example:
-            >>> result = cond.encode("a photo of a cat", "blurry", clip_skip=1)  # doctest: +SKIP
-            >>> result.prompt_embeds.shape  # doctest: +SKIP
-            torch.Size([1, 77, 768])
-            >>> sdxl.encode("a cat", prompt_2="oil painting").pooled_prompt_embeds.shape  # doctest: +SKIP
-            torch.Size([1, 1280])
+            >>> result = cond.encode("a photo of a cat", "blurry", clip_skip=1)
+            >>> result.prompt_embeds.shape  # (1, 77, 768) for CLIP ViT-L/14; the tiny test model is 128 wide
+            torch.Size([1, 77, 128])
+            >>> sdxl.encode("a cat", prompt_2="oil painting").pooled_prompt_embeds.shape  # SDXL: (1, 1280); tiny: 160
+            torch.Size([1, 160])
         """
         import torch
 

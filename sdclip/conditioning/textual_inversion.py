@@ -31,8 +31,12 @@ def read_embedding(path: str | Path, *, allow_pickle: bool = False) -> tuple[str
     no vectors, or NaN / infinite ones, are refused with ``EmbeddingError``.
 
     Example:
-        >>> name, vectors = read_embedding("embeddings/style.safetensors")  # doctest: +SKIP
-        >>> name, vectors[0].shape  # doctest: +SKIP
+        >>> import tempfile, torch
+        >>> from safetensors.torch import save_file
+        >>> path = tempfile.mkdtemp() + "/style.safetensors"
+        >>> save_file({"emb_params": torch.randn(2, 768)}, path)
+        >>> name, vectors = read_embedding(path)
+        >>> name, vectors[0].shape
         ('style', torch.Size([2, 768]))
     """
     path = Path(path)

@@ -61,7 +61,9 @@ class Conditioning:
         """The keyword arguments to pass to a diffusers pipeline call.
 
         Example:
-            >>> images = pipe(**cond.encode("a cat").pipeline_kwargs(), num_inference_steps=20)  # doctest: +SKIP
+            >>> sorted(cond.encode("a cat").pipeline_kwargs())
+            ['negative_prompt_embeds', 'prompt_embeds']
+            >>> images = pipe(**cond.encode("a cat").pipeline_kwargs(), num_inference_steps=2, output_type="np").images
         """
         kwargs = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
         if self.pipeline_takes_pooled:
