@@ -19,11 +19,12 @@ from .._lru import DEFAULT_MAX_BYTES, LRUCache, check_cache_size
 from ..errors import PromptError, PromptTypeError
 from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, load_text_encoder, load_text_encoders
 from ..models.sources import DEFAULT_MODEL
-from ..prompts.chunking import ChunkedPrompt, chunk_prompt, empty_chunk
+from ..prompts.chunking import ChunkedPrompt, chunk_prompt
 from ..prompts.lists import second_prompts, validate_prompts
 from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.truncation import TruncationWarning, warn_truncated
-from .core import assemble, encode_chunks, pad_chunks
+from .core import assemble_texts, encode_texts
+from .pipelines import pipeline_encoders
 from .settings import EncodeSettings, check_clip_skip, check_num_images, resolve_settings
 from .textual_inversion import expand_textual_inversion
 from .types import SDXL_SPEC, Conditioning, EncoderSpec
@@ -163,26 +164,7 @@ class TextConditioner:
             >>> cond.encode("a cat").prompt_embeds.shape
             torch.Size([1, 77, 320])
         """
-        from ..errors import ModelSourceError
-
-        names = [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
-        for name in names + ["text_encoder_3"]:
-            model = getattr(pipe, name, None)
-            if model is not None and not type(model).__name__.startswith("CLIPText"):
-                raise ModelSourceError(
-                    f"pipeline {type(pipe).__name__}: {name} is {type(model).__name__}, not a CLIP text encoder; "
-                    "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
-                )
-        if not names:
-            raise ModelSourceError(f"pipeline {type(pipe).__name__}: has no text encoder")
-        encoders = [
-            LoadedTextEncoder(getattr(pipe, name), getattr(pipe, name.replace("text_encoder", "tokenizer")), None)
-            for name in names
-        ]
-        sdxl = hasattr(pipe, "text_encoder_2")  # SDXL pipelines have the attribute, the refiner's first is None
-        force_zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", True)) if sdxl else False
-        loaded = LoadedTextEncoders(encoders, sdxl=sdxl, force_zeros_for_empty_prompt=force_zeros)
-        return cls._from_loaded(loaded, cache_size=cache_size, trainable=trainable)
+        return cls._from_loaded(pipeline_encoders(pipe), cache_size=cache_size, trainable=trainable)
 
     @property
     def tokenizer(self) -> Any:
@@ -211,6 +193,18 @@ class TextConditioner:
 
         return torch.enable_grad() if self.trainable else torch.inference_mode()
 
+    def _encode_texts(
+        self, index: int, texts: list[str], settings: EncodeSettings, truncated: list[tuple[str, str]]
+    ) -> dict[str | None, tuple]:
+        """``core.encode_texts`` for encoder ``index`` through the cache (none when trainable); hold the lock."""
+        if not texts:
+            return {}
+        return encode_texts(
+            self.encoders[index].model, self.encoders[index].tokenizer, self.specs[index], list(dict.fromkeys(texts)),
+            settings, chunk=lambda text: self._chunk(index, text, settings), truncated=truncated,
+            cache=None if self.trainable else self._cache, cache_key=(index,),
+        )  # fmt: skip
+
     # -- tokens -------------------------------------------------------------------------------------
 
     def _chunk(self, index: int, text: str, settings: EncodeSettings) -> ChunkedPrompt:
@@ -218,55 +212,6 @@ class TextConditioner:
         tokenizer = self.encoders[index].tokenizer
         text = expand_textual_inversion(text, self._embeddings[index], syntax=settings.syntax)
         return chunk_prompt(text, tokenizer, syntax=settings.syntax, truncate=settings.truncate)
-
-    # -- model --------------------------------------------------------------------------------------
-
-    def _encode_texts(
-        self, index: int, texts: list[str], settings: EncodeSettings, truncated: list[tuple[str, str]]
-    ) -> dict[str | None, tuple]:
-        """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77), ChunkedPrompt), through the cache.
-
-        Pooled comes from the first chunk, as in A1111 and ComfyUI. The key ``None`` holds the empty
-        chunk (BOS, EOS, padding), which pads prompts to a common number of chunks. Texts cut by
-        truncation are added to ``truncated``. Call it holding ``self._lock``.
-        """
-        cache = None if self.trainable else self._cache
-        results, todo = {}, []
-        # the empty chunk pads long prompts and anchors comfy weighting; short plain prompts never need it
-        needs_empty = not settings.truncate or settings.weighting == "comfy"
-        for text in [*texts, None] if needs_empty else texts:
-            cached = cache.get((index, text, settings)) if cache is not None else None
-            if cached is not None:
-                results[text] = cached
-            else:
-                todo.append(text)
-        if not todo:
-            return results
-        encoder, spec = self.encoders[index], self.specs[index]
-        empty = empty_chunk(encoder.tokenizer)
-        chunked = {text: self._chunk(index, text, settings) for text in todo if text is not None}
-        truncated += [(text, prompt.truncated_text) for text, prompt in chunked.items() if prompt.truncated_text]
-        if None in todo:
-            chunked[None] = ChunkedPrompt((empty,), None)
-        flat = [(text, chunk) for text, prompt in chunked.items() for chunk in prompt.chunks]
-        known_empty = results[None][0][0] if None in results else None  # (77, H)
-        hidden, pooled, ids = encode_chunks(
-            encoder.model, spec, [chunk for _, chunk in flat], eos_token_id=encoder.tokenizer.eos_token_id,
-            clip_skip=settings.clip_skip, weighting=settings.weighting, empty=empty, empty_hidden=known_empty,
-            names=[text or "" for text, _ in flat],
-        )  # fmt: skip
-        start = 0
-        for text, prompt in chunked.items():
-            count = len(prompt.chunks)
-            # copies, so an entry never keeps the whole batch's tensors alive
-            entry = (hidden[start : start + count].clone(), pooled[start].clone(), ids[start : start + count].clone(), prompt)
-            start += count
-            if entry[0].shape[:2] != entry[2].shape or entry[2].shape != (count, len(empty.ids)):
-                raise RuntimeError(f"sdclip bug: encoded {tuple(entry[0].shape)} for {count} chunk(s) of {text!r}")
-            results[text] = entry
-            if cache is not None:
-                cache.put((index, text, settings), entry)
-        return results
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -420,47 +365,28 @@ class TextConditioner:
                 texts, negative_texts = (prompts, negatives) if index == 0 else (prompts_2, negatives_2)
                 negative_texts = [] if zero_negative else negative_texts
                 if negative_settings == settings:  # one batch: each unique text is encoded once
-                    encoded = negative_encoded = self._encode_texts(
-                        index, list(dict.fromkeys(texts + negative_texts)), settings, truncated
-                    )
+                    encoded = negative_encoded = self._encode_texts(index, texts + negative_texts, settings, truncated)
                 else:
-                    encoded = self._encode_texts(index, list(dict.fromkeys(texts)), settings, truncated)
-                    negative_encoded = (
-                        self._encode_texts(index, list(dict.fromkeys(negative_texts)), negative_settings, truncated)
-                        if negative_texts
-                        else {}
-                    )
+                    encoded = self._encode_texts(index, texts, settings, truncated)
+                    negative_encoded = self._encode_texts(index, negative_texts, negative_settings, truncated)
                 sides.append(((texts, encoded), (negative_texts, negative_encoded)))
         for text, dropped in dict.fromkeys(truncated):
             warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
         n_chunks = max(len(encoded[text][2]) for side in sides for texts, encoded in side for text in texts)
-
-        def padded(encoded: dict, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """The text's (hidden (77·n_chunks, H), pooled (D,), ids (77·n_chunks,)), padded with empty chunks."""
-            hidden, pooled, ids, _ = encoded[text]
-            if len(ids) < n_chunks:
-                hidden, ids = pad_chunks(hidden, ids, n_chunks, encoded[None][0][0], encoded[None][2][0])
-            else:
-                hidden, ids = hidden.flatten(0, 1), ids.flatten()
-            return hidden, pooled, ids
-
-        def rows(side: int) -> list[list[tuple]]:  # [row][encoder] -> padded entry
-            return [
-                [padded(encoded, texts[row]) for texts, encoded in (pair[side] for pair in sides)]
-                for row in range(len(prompts))
-            ]
 
         def chunks(side: int) -> tuple[ChunkedPrompt | None, ...]:  # the first encoder's, per output row
             texts, encoded = sides[0][side]
             return tuple(encoded[text][3] if texts else None for text in texts or prompts
                          for _ in range(num_images_per_prompt))  # fmt: skip
 
-        prompt_embeds, pooled, prompt_ids = assemble(rows(0), num_images_per_prompt)
+        prompt_embeds, pooled, prompt_ids = assemble_texts([side[0] for side in sides], n_chunks, num_images_per_prompt)
         if zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
             negative_embeds, negative_pooled = torch.zeros_like(prompt_embeds), torch.zeros_like(pooled)
             negative_ids = torch.full_like(prompt_ids, -1)
         else:
-            negative_embeds, negative_pooled, negative_ids = assemble(rows(1), num_images_per_prompt)
+            negative_embeds, negative_pooled, negative_ids = assemble_texts(
+                [side[1] for side in sides], n_chunks, num_images_per_prompt
+            )
         return Conditioning(
             prompt_embeds=prompt_embeds,
             pooled_prompt_embeds=pooled,

@@ -8,19 +8,21 @@ D pooled width.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptError
+from ..prompts.chunking import ChunkedPrompt, empty_chunk
 from .weighting import apply_weights
 
 if TYPE_CHECKING:
     import torch
 
     from ..prompts.chunking import TokenChunk
+    from .settings import EncodeSettings
     from .types import EncoderSpec
 
-__all__ = ["assemble", "encode_chunks", "pad_chunks", "run_encoder"]
+__all__ = ["assemble", "assemble_texts", "encode_chunks", "encode_texts", "pad_chunks", "run_encoder"]
 
 
 def run_encoder(
@@ -166,3 +168,99 @@ def assemble(rows: list[list[tuple]], repeats: int) -> tuple[torch.Tensor, torch
     pooled = torch.stack([row[-1][1] for row in rows])
     ids = torch.stack([row[0][2] for row in rows])
     return tuple(t.repeat_interleave(repeats, dim=0) for t in (hidden, pooled, ids))
+
+
+def encode_texts(
+    model: Any,
+    tokenizer: Any,
+    spec: EncoderSpec,
+    texts: Sequence[str],
+    settings: EncodeSettings,
+    *,
+    chunk: Callable[[str], ChunkedPrompt],
+    truncated: list[tuple[str, str]] | None = None,
+    cache: Any = None,
+    cache_key: tuple = (),
+) -> dict[str | None, tuple]:
+    """Per unique text: ``(hidden (k, T, H), pooled (D,), ids (k, T), ChunkedPrompt)``, through ``cache``.
+
+    Pooled comes from the first chunk, as in A1111 and ComfyUI. The key ``None`` holds the empty chunk
+    (BOS, EOS, padding), which pads prompts to a common number of chunks and anchors comfy weighting.
+    ``chunk`` turns a text into chunks; texts cut by truncation are added to ``truncated``. ``cache``
+    (``get`` / ``put``, keyed ``(*cache_key, text, settings)``) receives contiguous copies, each checked
+    against its chunks, so an entry never keeps a whole batch alive and is never of the wrong shape.
+
+    Example:
+        >>> from sdclip.conditioning.settings import resolve_settings
+        >>> from sdclip.conditioning.types import EncoderSpec
+        >>> from sdclip.prompts.chunking import chunk_prompt
+        >>> settings = resolve_settings(None, "plain", False, None)
+        >>> out = encode_texts(cond.text_encoder, cond.tokenizer, EncoderSpec(), ["a cat", "cat " * 80], settings,
+        ...                    chunk=lambda text: chunk_prompt(text, cond.tokenizer, truncate=False))
+        >>> [(text and text[:5], tuple(out[text][0].shape)) for text in out]
+        [('a cat', (1, 77, 128)), ('cat c', (2, 77, 128)), (None, (1, 77, 128))]
+    """
+    results, todo = {}, []
+    needs_empty = not settings.truncate or settings.weighting == "comfy"
+    for text in [*texts, None] if needs_empty else texts:
+        cached = cache.get((*cache_key, text, settings)) if cache is not None else None
+        if cached is not None:
+            results[text] = cached
+        else:
+            todo.append(text)
+    if not todo:
+        return results
+    empty = empty_chunk(tokenizer)
+    chunked = {text: chunk(text) for text in todo if text is not None}
+    if truncated is not None:
+        truncated += [(text, prompt.truncated_text) for text, prompt in chunked.items() if prompt.truncated_text]
+    if None in todo:
+        chunked[None] = ChunkedPrompt((empty,), None)
+    flat = [(text, one) for text, prompt in chunked.items() for one in prompt.chunks]
+    hidden, pooled, ids = encode_chunks(
+        model, spec, [one for _, one in flat], eos_token_id=tokenizer.eos_token_id, clip_skip=settings.clip_skip,
+        weighting=settings.weighting, empty=empty, empty_hidden=results[None][0][0] if None in results else None,
+        names=[text or "" for text, _ in flat],
+    )  # fmt: skip
+    start = 0
+    for text, prompt in chunked.items():
+        count = len(prompt.chunks)
+        # copies: an entry must not keep the whole batch's tensors alive
+        entry = (hidden[start : start + count].clone(), pooled[start].clone(), ids[start : start + count].clone(), prompt)
+        start += count
+        if entry[0].shape[:2] != entry[2].shape or entry[2].shape != (count, len(empty.ids)):
+            raise RuntimeError(f"sdclip bug: encoded {tuple(entry[0].shape)} for {count} chunk(s) of {text!r}")
+        results[text] = entry
+        if cache is not None:
+            cache.put((*cache_key, text, settings), entry)
+    return results
+
+
+def assemble_texts(
+    encoded: list[tuple[list[str], dict]], n_chunks: int, repeats: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch tensors for one side (prompts or negatives): per encoder ``(texts, encode_texts' result)``.
+
+    Each text is padded to ``n_chunks`` with its encoder's empty chunk, then :func:`assemble` puts the
+    encoders side by side and repeats each row ``repeats`` times.
+
+    Example:
+        >>> from sdclip.conditioning.settings import resolve_settings
+        >>> from sdclip.conditioning.types import EncoderSpec
+        >>> from sdclip.prompts.chunking import chunk_prompt
+        >>> settings = resolve_settings(None, "plain", False, None)
+        >>> out = encode_texts(cond.text_encoder, cond.tokenizer, EncoderSpec(), ["a cat"], settings,
+        ...                    chunk=lambda text: chunk_prompt(text, cond.tokenizer, truncate=False))
+        >>> [tuple(t.shape) for t in assemble_texts([(["a cat", "a cat"], out)], 2, 1)]
+        [(2, 154, 128), (2, 128), (2, 154)]
+    """
+
+    def padded(entries: dict, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden, pooled, ids, _ = entries[text]
+        if len(ids) < n_chunks:
+            hidden, ids = pad_chunks(hidden, ids, n_chunks, entries[None][0][0], entries[None][2][0])
+            return hidden, pooled, ids
+        return hidden.flatten(0, 1), pooled, ids.flatten()
+
+    n_rows = len(encoded[0][0])
+    return assemble([[padded(entries, texts[row]) for texts, entries in encoded] for row in range(n_rows)], repeats)
