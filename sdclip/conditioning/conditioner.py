@@ -326,7 +326,8 @@ class TextConditioner:
         Raises:
             PromptTypeError: a prompt item is not a string.
             PromptError: prompt and negative lists differ in length, ``prompt_2`` is given to a
-                one-encoder model, or an option is out of range.
+                one-encoder model, an option is out of range, or a weight makes the conditioning
+                infinite or NaN in the model's dtype (the message names the prompt and the weight).
 
         Example:
             >>> result = cond.encode("a photo of a cat", "blurry", clip_skip=1)
