@@ -67,13 +67,38 @@ def run(args: argparse.Namespace) -> int:
             "comparisons": [c.to_dict() for c in comparisons],
             "similarity": matrix.to_dict() if matrix else None,
         }
-        text = json.dumps(payload, indent=1, ensure_ascii=False)
-        atomic_write(json_path, lambda file: file.write(text), option="--json", encoding="utf-8")
+        atomic_write(json_path, lambda file: file.write(json_text(payload)), option="--json", encoding="utf-8")
         stderr().print(f"wrote {json_path}")
     if plot_folder is not None:
         for path in _write_plots(cond, args, report, matrix, options):
             stderr().print(f"wrote {path}")
     return 0
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as strict JSON: NaN and infinities become ``null`` (``json.dumps`` would write the
+    invalid ``NaN`` / ``Infinity``), and ``allow_nan=False`` guarantees none is left.
+
+    Example:
+        >>> print(json_text({"cosine": float("nan"), "norm": float("inf"), "id": 7}))
+        {
+         "cosine": null,
+         "norm": null,
+         "id": 7
+        }
+    """
+    import math
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(item) for item in value]
+        return value
+
+    return json.dumps(finite(payload), indent=1, ensure_ascii=False, allow_nan=False)
 
 
 def _write_plots(cond: Any, args: argparse.Namespace, report: Any, matrix: Any, options: dict) -> list[Path]:

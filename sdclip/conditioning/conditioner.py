@@ -8,28 +8,26 @@ and works with transformers 5.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._lru import LRUCache
-from ..prompts.chunking import ChunkedPrompt, chunk_prompt, empty_chunk
-from .types import (
-    SDXL_SPEC,
-    Conditioning,
-    EncodeSettings,
-    EncoderSpec,
-    resolve_settings,
-)
+from .._lru import DEFAULT_MAX_BYTES, LRUCache, check_cache_size
 from ..errors import PromptError, PromptTypeError
 from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, LoadOptions, load_encoders
-from ..prompts.tokens import PromptToken, prompt_tokens
-from ..prompts.lists import second_prompts, validate_prompts
 from ..models.sources import DEFAULT_MODEL
+from ..prompts.chunking import ChunkedPrompt, chunk_prompt
+from ..prompts.lists import second_prompts, validate_prompts
+from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.truncation import TruncationWarning, warn_truncated
+from .core import assemble_texts, encode_texts
+from .pipelines import pipeline_encoders
+from .settings import EncodeSettings, check_clip_skip, check_num_images, resolve_settings
 from .textual_inversion import expand_textual_inversion
-from .weighting import apply_weights
+from .types import SDXL_SPEC, Conditioning, EncoderSpec
 
 __all__ = ["Conditioning", "EncoderSpec", "SDXL_SPEC", "TextConditioner", "TruncationWarning"]
 
@@ -45,15 +43,20 @@ class TextConditioner:
         specs: how each encoder's hidden states are taken (default: SD 1.x rules; ``SDXL_SPEC`` for
             both SDXL encoders).
         cache_size: how many encoded prompts to keep (per settings); 0 disables the cache.
+        cache_bytes: the most bytes the cached tensors may hold (default 256 MiB).
         pipeline_takes_pooled: whether ``pipeline_kwargs`` includes the pooled pair.
         force_zeros_for_empty_prompt: ``encode``'s default for ``force_zeros`` (the SDXL pipeline
             setting of that name: a missing negative prompt becomes zeros).
+        trainable: encode with gradients (no ``inference_mode``, no cache), so a loss can train the
+            text encoders; their parameters must have ``requires_grad``. Default: inference.
+
+    One conditioner may be shared by threads: encodes run one at a time (the tokenizers are not
+    thread-safe) and the cache only ever holds complete, checked entries.
 
     Example:
-        >>> cond = TextConditioner.from_pretrained("weights/clip-vit-large-patch14")  # doctest: +SKIP
-        >>> out = cond.encode(["a cat", "a dog"], "blurry", num_images_per_prompt=2)  # doctest: +SKIP
-        >>> out.prompt_embeds.shape  # doctest: +SKIP
-        torch.Size([4, 77, 768])
+        >>> out = cond.encode(["a cat", "a dog"], "blurry", num_images_per_prompt=2)
+        >>> out.prompt_embeds.shape  # the tiny test model is 128 wide; CLIP ViT-L/14 is 768
+        torch.Size([4, 77, 128])
     """
 
     def __init__(
@@ -62,8 +65,10 @@ class TextConditioner:
         *,
         specs: Sequence[EncoderSpec] | None = None,
         cache_size: int = 256,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
         pipeline_takes_pooled: bool = False,
         force_zeros_for_empty_prompt: bool = False,
+        trainable: bool = False,
     ) -> None:
         if not encoders:
             raise PromptError("encoders: expected at least one text encoder")
@@ -71,10 +76,14 @@ class TextConditioner:
         self.specs = list(specs) if specs is not None else [EncoderSpec()] * len(self.encoders)
         if len(self.specs) != len(self.encoders):
             raise PromptError(f"specs: expected one per encoder ({len(self.encoders)}), got {len(self.specs)}")
+        if not isinstance(trainable, bool):
+            raise PromptError(f"trainable: expected True or False, got {trainable!r}")
         self.pipeline_takes_pooled = pipeline_takes_pooled
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
-        self._cache = LRUCache(cache_size)
-        self._truncated: list[tuple[str, str]] = []
+        self.trainable = trainable
+        self._cache = LRUCache(check_cache_size(cache_size), max_bytes=cache_bytes)
+        # one encode at a time: HF fast tokenizers change their truncation/padding state on every call
+        self._lock = threading.RLock()
         self._embeddings: list[dict[str, int]] = [{} for _ in self.encoders]  # textual inversion: name -> vectors
         self._owns_models = False  # from_pretrained sets it: then embeddings may extend the models in place
 
@@ -109,8 +118,11 @@ class TextConditioner:
             cache_size: how many encoded prompts to keep; 0 disables the cache.
 
         Example:
-            >>> cond = TextConditioner.from_pretrained("path/to/stable-diffusion-v1-5")  # doctest: +SKIP
-            >>> sdxl = TextConditioner.from_pretrained("path/to/sd_xl_base_1.0.safetensors")  # doctest: +SKIP
+            >>> import tempfile
+            >>> folder = tempfile.mkdtemp()
+            >>> pipe.save_pretrained(folder)  # a tiny SD 1.x pipeline folder
+            >>> TextConditioner.from_pretrained(folder, device="cpu").encode("a cat").prompt_embeds.shape
+            torch.Size([1, 77, 128])
         """
         options = LoadOptions(device, dtype, local_files_only, allow_pickle)
         loaded = load_encoders(source, options, subfolder=subfolder)
@@ -119,24 +131,26 @@ class TextConditioner:
         return conditioner
 
     @classmethod
-    def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int) -> TextConditioner:
+    def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int, trainable: bool = False) -> TextConditioner:
         if not loaded.sdxl:
-            return cls(loaded.encoders, cache_size=cache_size)
+            return cls(loaded.encoders, cache_size=cache_size, trainable=trainable)
         return cls(
             loaded.encoders,
             specs=[SDXL_SPEC] * len(loaded.encoders),
             cache_size=cache_size,
+            trainable=trainable,
             pipeline_takes_pooled=True,
             force_zeros_for_empty_prompt=loaded.force_zeros_for_empty_prompt,
         )
 
     @classmethod
-    def from_pipeline(cls, pipe: Any, *, cache_size: int = 256) -> TextConditioner:
+    def from_pipeline(cls, pipe: Any, *, cache_size: int = 256, trainable: bool = False) -> TextConditioner:
         """Use the text encoders and tokenizers of a loaded diffusers pipeline (shared, not copied).
 
         Works with ``StableDiffusionPipeline`` and the SDXL pipelines (base, refiner, img2img,
         inpaint); the SDXL rules and ``force_zeros_for_empty_prompt`` come from the pipeline. The
         pipeline's modules are never changed: ``load_textual_inversion`` works on copies.
+        ``trainable=True`` encodes with gradients into the pipeline's encoders (see the class).
 
         Raises:
             ModelSourceError: the pipeline has a text encoder that is not CLIP (Flux, SD3).
@@ -147,26 +161,7 @@ class TextConditioner:
             >>> cond.encode("a cat").prompt_embeds.shape
             torch.Size([1, 77, 320])
         """
-        from ..errors import ModelSourceError
-
-        names = [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
-        for name in names + ["text_encoder_3"]:
-            model = getattr(pipe, name, None)
-            if model is not None and not type(model).__name__.startswith("CLIPText"):
-                raise ModelSourceError(
-                    f"pipeline {type(pipe).__name__}: {name} is {type(model).__name__}, not a CLIP text encoder; "
-                    "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
-                )
-        if not names:
-            raise ModelSourceError(f"pipeline {type(pipe).__name__}: has no text encoder")
-        encoders = [
-            LoadedTextEncoder(getattr(pipe, name), getattr(pipe, name.replace("text_encoder", "tokenizer")), None)
-            for name in names
-        ]
-        sdxl = hasattr(pipe, "text_encoder_2")  # SDXL pipelines have the attribute, the refiner's first is None
-        force_zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", True)) if sdxl else False
-        loaded = LoadedTextEncoders(encoders, sdxl=sdxl, force_zeros_for_empty_prompt=force_zeros)
-        return cls._from_loaded(loaded, cache_size=cache_size)
+        return cls._from_loaded(pipeline_encoders(pipe), cache_size=cache_size, trainable=trainable)
 
     @property
     def tokenizer(self) -> Any:
@@ -190,6 +185,23 @@ class TextConditioner:
         """Forget every cached encoding (done for you when the vocabulary changes)."""
         self._cache.clear()
 
+    def _grad_context(self) -> contextlib.AbstractContextManager:
+        import torch
+
+        return torch.enable_grad() if self.trainable else torch.inference_mode()
+
+    def _encode_texts(
+        self, index: int, texts: list[str], settings: EncodeSettings, truncated: list[tuple[str, str]]
+    ) -> dict[str | None, tuple]:
+        """``core.encode_texts`` for encoder ``index`` through the cache (none when trainable); hold the lock."""
+        if not texts:
+            return {}
+        return encode_texts(
+            self.encoders[index].model, self.encoders[index].tokenizer, self.specs[index], list(dict.fromkeys(texts)),
+            settings, chunk=lambda text: self._chunk(index, text, settings), truncated=truncated,
+            cache=None if self.trainable else self._cache, cache_key=(index,),
+        )  # fmt: skip
+
     # -- tokens -------------------------------------------------------------------------------------
 
     def _chunk(self, index: int, text: str, settings: EncodeSettings) -> ChunkedPrompt:
@@ -197,84 +209,6 @@ class TextConditioner:
         tokenizer = self.encoders[index].tokenizer
         text = expand_textual_inversion(text, self._embeddings[index], syntax=settings.syntax)
         return chunk_prompt(text, tokenizer, syntax=settings.syntax, truncate=settings.truncate)
-
-    # -- model --------------------------------------------------------------------------------------
-
-    def _run_encoder(self, index: int, ids: torch.Tensor, settings: EncodeSettings) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden (N, 77, H), pooled (N, D)) for a batch of chunk ids (N, 77)."""
-        import torch
-
-        model, spec = self.encoders[index].model, self.specs[index]
-        eos_id = self.encoders[index].tokenizer.eos_token_id
-        skip = settings.clip_skip or 0
-        output = model(ids, output_hidden_states=skip > 0 or spec.skip_offset > 1)
-        last = output.last_hidden_state  # (N, 77, H), after the final layer norm
-        if skip == 0 and spec.skip_offset == 1 and spec.final_norm:
-            hidden = last
-        else:
-            hidden = output.hidden_states[-(skip + spec.skip_offset)]
-            if spec.final_norm:
-                text_model = getattr(model, "text_model", model)  # transformers 5's CLIPTextModel is the text model
-                hidden = text_model.final_layer_norm(hidden)
-        eos_position = (ids == eos_id).int().argmax(dim=-1)  # first EOS: padding may also be EOS
-        pooled = last[torch.arange(last.shape[0], device=last.device), eos_position]
-        if hasattr(model, "text_projection"):
-            pooled = model.text_projection(pooled)
-        return hidden, pooled
-
-    def _encode_texts(self, index: int, texts: list[str], settings: EncodeSettings) -> dict[str, tuple]:
-        """Per unique text: (hidden (k, 77, H), pooled (D,), ids (k, 77)), through the cache.
-
-        Pooled comes from the first chunk, as in A1111 and ComfyUI. The key ``None`` holds the empty
-        chunk (BOS, EOS, padding), which pads prompts to a common number of chunks.
-        """
-        import torch
-
-        results, todo = {}, []
-        # the empty chunk pads long prompts and anchors comfy weighting; short plain prompts never need it
-        needs_empty = not settings.truncate or settings.weighting == "comfy"
-        for text in [*texts, None] if needs_empty else texts:
-            cached = self._cache.get((index, text, settings))
-            if cached is not None:
-                results[text] = cached
-            else:
-                todo.append(text)
-        if not todo:
-            return results
-        tokenizer = self.encoders[index].tokenizer
-        chunked = {text: self._chunk(index, text, settings) for text in todo if text is not None}
-        for text, prompt in chunked.items():
-            if prompt.truncated_text:
-                self._truncated.append((text, prompt.truncated_text))
-        chunks = {text: list(prompt.chunks) for text, prompt in chunked.items()}
-        chunks[None] = [empty_chunk(tokenizer)]
-        order = [text for text in todo if text is not None] + ([None] if None in todo else [])
-        flat = [chunk for text in order for chunk in chunks[text]]
-        # identical chunks (the empty prompt and the padding chunk, repeated BREAK parts) run once
-        unique = {ids: row for row, ids in enumerate(dict.fromkeys(chunk.ids for chunk in flat))}
-        device = self.encoders[index].model.device
-        unique_ids = torch.tensor(list(unique), dtype=torch.long, device=device)  # (U, 77)
-        unique_hidden, unique_pooled = self._run_encoder(index, unique_ids, settings)
-        row = torch.tensor([unique[chunk.ids] for chunk in flat], device=device)
-        hidden, pooled, ids = unique_hidden[row], unique_pooled[row], unique_ids[row]
-        if settings.weighting is not None:
-            weights = torch.tensor([chunk.weights for chunk in flat], dtype=torch.float32, device=device)
-            weighted = (weights != 1).any(dim=-1)  # chunks with all weights 1 stay exactly as encoded
-            if weighted.any():
-                empty = None
-                if settings.weighting == "comfy":  # (1, 77, H): the empty chunk, run now or cached
-                    empty = (unique_hidden[unique[chunks[None][0].ids]] if None in todo else results[None][0][0])[None]
-                hidden[weighted] = apply_weights(
-                    hidden[weighted], weights[weighted], mode=settings.weighting, empty_hidden=empty
-                )
-        start = 0
-        for text in order:
-            count = len(chunks[text])
-            entry = (hidden[start : start + count], pooled[start], ids[start : start + count])
-            start += count
-            results[text] = entry
-            self._cache.put((index, text, settings), entry)
-        return results
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -301,16 +235,23 @@ class TextConditioner:
                 a name already in the vocabulary, or vectors for another number of encoders.
 
         Example:
-            >>> cond.load_textual_inversion("embeddings/style.safetensors")  # doctest: +SKIP
-            ['style', 'style_1']
+            >>> import tempfile, torch
+            >>> from safetensors.torch import save_file
+            >>> path = tempfile.mkdtemp() + "/style.safetensors"
+            >>> save_file({"emb_params": torch.randn(2, 128)}, path)  # an A1111 embedding of 2 vectors
+            >>> mine = TextConditioner.from_pipeline(pipe)  # the pipeline's own modules stay unchanged
+            >>> mine.load_textual_inversion(path, token="<my-style>")  # "style" is already a CLIP word
+            ['<my-style>', '<my-style>_1']
         """
         from .textual_inversion import load_into_encoders
 
-        added = load_into_encoders(
-            self.encoders, self._embeddings, path, token=token, allow_pickle=allow_pickle, copy_models=not self._owns_models
-        )
-        self._owns_models = True
-        self.clear_cache()
+        with self._lock:
+            added = load_into_encoders(
+                self.encoders, self._embeddings, path, token=token, allow_pickle=allow_pickle,
+                copy_models=not self._owns_models,
+            )  # fmt: skip
+            self._owns_models = True
+            self.clear_cache()
         return added
 
     def parse(self, prompt: str, *, syntax: str = "plain", truncate: bool = True) -> list[PromptToken]:
@@ -320,15 +261,14 @@ class TextConditioner:
         limit follow, marked ``truncated``.
 
         Example:
-            >>> [(t.text, t.weight) for t in cond.parse("a (cat:1.5)", syntax="a1111")]  # doctest: +SKIP
+            >>> [(t.text, t.weight) for t in cond.parse("a (cat:1.5)", syntax="a1111")]
             [('<|startoftext|>', 1.0), ('a</w>', 1.0), ('cat</w>', 1.5), ('<|endoftext|>', 1.0)]
         """
         if not isinstance(prompt, str):
             raise PromptTypeError(f"prompt: expected a string, got {type(prompt).__name__}")
         settings = resolve_settings(None, syntax, truncate, None)
-        tokenizer = self.tokenizer
-        chunked = self._chunk(0, prompt, settings)
-        return prompt_tokens(chunked, tokenizer)
+        with self._lock:
+            return prompt_tokens(self._chunk(0, prompt, settings), self.tokenizer)
 
     def encode(
         self,
@@ -383,14 +323,15 @@ class TextConditioner:
         Raises:
             PromptTypeError: a prompt item is not a string.
             PromptError: prompt and negative lists differ in length, ``prompt_2`` is given to a
-                one-encoder model, or an option is out of range.
+                one-encoder model, an option is out of range, or a weight makes the conditioning
+                infinite or NaN in the model's dtype (the message names the prompt and the weight).
 
         Example:
-            >>> result = cond.encode("a photo of a cat", "blurry", clip_skip=1)  # doctest: +SKIP
-            >>> result.prompt_embeds.shape  # doctest: +SKIP
-            torch.Size([1, 77, 768])
-            >>> sdxl.encode("a cat", prompt_2="oil painting").pooled_prompt_embeds.shape  # doctest: +SKIP
-            torch.Size([1, 1280])
+            >>> result = cond.encode("a photo of a cat", "blurry", clip_skip=1)
+            >>> result.prompt_embeds.shape  # (1, 77, 768) for CLIP ViT-L/14; the tiny test model is 128 wide
+            torch.Size([1, 77, 128])
+            >>> sdxl.encode("a cat", prompt_2="oil painting").pooled_prompt_embeds.shape  # SDXL: (1, 1280); tiny: 160
+            torch.Size([1, 160])
         """
         import torch
 
@@ -401,10 +342,12 @@ class TextConditioner:
             )
         prompts_2 = second_prompts(prompt_2, prompts, "prompt_2")
         negatives_2 = second_prompts(negative_prompt_2, negatives, "negative_prompt_2")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise PromptError(f"num_images_per_prompt: expected an integer >= 1, got {num_images_per_prompt!r}")
+        check_num_images(num_images_per_prompt)
         settings = resolve_settings(clip_skip, syntax, truncate, weighting)
-        self._check_clip_skip(clip_skip)
+        check_clip_skip(clip_skip, [
+            encoder.model.config.num_hidden_layers + 1 - spec.skip_offset
+            for encoder, spec in zip(self.encoders, self.specs, strict=True)
+        ])  # fmt: skip
         if clip_skip_negative not in ("same", "diffusers"):
             raise PromptError(f"clip_skip_negative: expected 'same' or 'diffusers', got {clip_skip_negative!r}")
         if force_zeros is None:
@@ -414,48 +357,34 @@ class TextConditioner:
 
         # per encoder: (texts, their encodings) for the prompts and for the negatives
         sides: list[tuple[tuple[list[str], dict], tuple[list[str], dict]]] = []
-        self._truncated = []
-        with torch.inference_mode():
+        truncated: list[tuple[str, str]] = []
+        with self._lock, self._grad_context():
             for index in range(len(self.encoders)):
                 texts, negative_texts = (prompts, negatives) if index == 0 else (prompts_2, negatives_2)
                 negative_texts = [] if zero_negative else negative_texts
                 if negative_settings == settings:  # one batch: each unique text is encoded once
-                    encoded = negative_encoded = self._encode_texts(
-                        index, list(dict.fromkeys(texts + negative_texts)), settings
-                    )
+                    encoded = negative_encoded = self._encode_texts(index, texts + negative_texts, settings, truncated)
                 else:
-                    encoded = self._encode_texts(index, list(dict.fromkeys(texts)), settings)
-                    negative_encoded = (
-                        self._encode_texts(index, list(dict.fromkeys(negative_texts)), negative_settings)
-                        if negative_texts
-                        else {}
-                    )
+                    encoded = self._encode_texts(index, texts, settings, truncated)
+                    negative_encoded = self._encode_texts(index, negative_texts, negative_settings, truncated)
                 sides.append(((texts, encoded), (negative_texts, negative_encoded)))
-        for text, dropped in dict.fromkeys(self._truncated):
+        for text, dropped in dict.fromkeys(truncated):
             warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
         n_chunks = max(len(encoded[text][2]) for side in sides for texts, encoded in side for text in texts)
 
-        def padded(encoded: dict, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            """The text's (hidden (77·n_chunks, H), pooled (D,), ids (77·n_chunks,)), padded with empty chunks."""
-            hidden, pooled, ids = encoded[text]
-            if len(ids) < n_chunks:
-                extra = n_chunks - len(ids)
-                hidden = torch.cat([hidden, *[encoded[None][0]] * extra])
-                ids = torch.cat([ids, *[encoded[None][2]] * extra])
-            return hidden.flatten(0, 1), pooled, ids.flatten()
+        def chunks(side: int) -> tuple[ChunkedPrompt | None, ...]:  # the first encoder's, per output row
+            texts, encoded = sides[0][side]
+            return tuple(encoded[text][3] if texts else None for text in texts or prompts
+                         for _ in range(num_images_per_prompt))  # fmt: skip
 
-        def rows(side: int) -> list[list[tuple]]:  # [row][encoder] -> padded entry
-            return [
-                [padded(encoded, texts[row]) for texts, encoded in (pair[side] for pair in sides)]
-                for row in range(len(prompts))
-            ]
-
-        prompt_embeds, pooled, prompt_ids = _assemble(rows(0), num_images_per_prompt)
+        prompt_embeds, pooled, prompt_ids = assemble_texts([side[0] for side in sides], n_chunks, num_images_per_prompt)
         if zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
             negative_embeds, negative_pooled = torch.zeros_like(prompt_embeds), torch.zeros_like(pooled)
             negative_ids = torch.full_like(prompt_ids, -1)
         else:
-            negative_embeds, negative_pooled, negative_ids = _assemble(rows(1), num_images_per_prompt)
+            negative_embeds, negative_pooled, negative_ids = assemble_texts(
+                [side[1] for side in sides], n_chunks, num_images_per_prompt
+            )
         return Conditioning(
             prompt_embeds=prompt_embeds,
             pooled_prompt_embeds=pooled,
@@ -464,32 +393,6 @@ class TextConditioner:
             prompt_ids=prompt_ids,
             negative_prompt_ids=negative_ids,
             pipeline_takes_pooled=self.pipeline_takes_pooled,
+            prompt_chunks=chunks(0),
+            negative_chunks=chunks(1),
         )
-
-    def _check_clip_skip(self, clip_skip: int | None) -> None:
-        """``clip_skip`` (already type-checked) must leave a layer to take in every encoder."""
-        if clip_skip is None:
-            return
-        limit = min(
-            encoder.model.config.num_hidden_layers + 1 - spec.skip_offset
-            for encoder, spec in zip(self.encoders, self.specs, strict=True)
-        )
-        if clip_skip > limit:
-            raise PromptError(
-                f"clip_skip: {clip_skip} skips more layers than the text encoder has; expected at most {limit}"
-            )
-
-
-def _assemble(rows: list[list[tuple]], repeats: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch tensors from each row's per-encoder entries ``(hidden (77·k, H), pooled (D,), ids (77·k,))``.
-
-    Returns ``(hidden (B·n, 77·k, ΣH), pooled (B·n, D), ids (B·n, 77·k))``: the encoders' hidden states
-    side by side on the last axis, pooled from the last encoder (SDXL: bigG's projected ``text_embeds``),
-    ids from the first; each row repeated ``repeats`` times.
-    """
-    import torch
-
-    hidden = torch.stack([torch.cat([entry[0] for entry in row], dim=-1) for row in rows])
-    pooled = torch.stack([row[-1][1] for row in rows])
-    ids = torch.stack([row[0][2] for row in rows])
-    return tuple(t.repeat_interleave(repeats, dim=0) for t in (hidden, pooled, ids))

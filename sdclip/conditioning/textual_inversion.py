@@ -28,11 +28,16 @@ def read_embedding(path: str | Path, *, allow_pickle: bool = False) -> tuple[str
 
     Formats: A1111 ``.pt`` (``string_to_param``; pickle, only with ``allow_pickle``) and ``.safetensors``
     (``emb_params``), diffusers' ``learned_embeds.safetensors`` (``{token: tensor}``, its key is the
-    name), SDXL files with ``clip_l`` and ``clip_g``. Otherwise the name is the file stem.
+    name), SDXL files with ``clip_l`` and ``clip_g``. Otherwise the name is the file stem. Files with
+    no vectors, or NaN / infinite ones, are refused with ``EmbeddingError``.
 
     Example:
-        >>> name, vectors = read_embedding("embeddings/style.safetensors")  # doctest: +SKIP
-        >>> name, vectors[0].shape  # doctest: +SKIP
+        >>> import tempfile, torch
+        >>> from safetensors.torch import save_file
+        >>> path = tempfile.mkdtemp() + "/style.safetensors"
+        >>> save_file({"emb_params": torch.randn(2, 768)}, path)
+        >>> name, vectors = read_embedding(path)
+        >>> name, vectors[0].shape
         ('style', torch.Size([2, 768]))
     """
     path = Path(path)
@@ -50,6 +55,8 @@ def read_embedding(path: str | Path, *, allow_pickle: bool = False) -> tuple[str
     elif "emb_params" in tensors:
         vectors = [tensors["emb_params"]]
     elif isinstance(tensors.get("string_to_param"), dict):
+        if not tensors["string_to_param"]:
+            raise EmbeddingError(f"embedding '{path}': string_to_param is empty; expected one {{token: tensor}} entry")
         vectors = [next(iter(tensors["string_to_param"].values()))]
     elif (flat := [k for k in tensors if k.startswith("string_to_param.")]):
         vectors = [tensors[flat[0]]]
@@ -64,6 +71,13 @@ def read_embedding(path: str | Path, *, allow_pickle: bool = False) -> tuple[str
     import torch
 
     vectors = [v if v.ndim == 2 else v.reshape(1, -1) for v in vectors if isinstance(v, torch.Tensor)]
+    for v in vectors:
+        if v.shape[0] == 0 or v.numel() == 0:
+            raise EmbeddingError(f"embedding '{path}': holds 0 vectors (shape {tuple(v.shape)}); expected at least one")
+        if not v.is_floating_point():
+            raise EmbeddingError(f"embedding '{path}': vectors are {v.dtype}; expected floating-point vectors")
+        if not torch.isfinite(v).all():
+            raise EmbeddingError(f"embedding '{path}': vectors contain NaN or infinity; the file is corrupt or was saved mid-training")
     return name, [v.detach().float() for v in vectors]
 
 

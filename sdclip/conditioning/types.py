@@ -1,19 +1,18 @@
 """What text conditioning returns, and the options that shape it.
 
-``Conditioning`` is what ``TextConditioner.encode`` returns; ``EncoderSpec`` says how one text
-encoder's hidden states become conditioning (SD 1.x/2.x vs SDXL); ``EncodeSettings`` holds every
-option besides the text that changes an encoding, and keys the conditioner's cache.
+``Conditioning`` is what ``TextConditioner.encode`` returns, with the token chunks it was built from;
+``EncoderSpec`` says how one text encoder's hidden states become conditioning (SD 1.x/2.x vs SDXL).
+``EncodeSettings`` (the options that key the cache) lives in :mod:`.settings`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import PromptError
 from ..models.families import SDXL_SPEC, EncoderSpec  # noqa: F401  (re-exported: defined with the families)
-from ..prompts.syntaxes import get_syntax
-from .weighting import MODES
+from ..prompts.chunking import ChunkedPrompt
+from .settings import EncodeSettings, resolve_settings  # noqa: F401  (kept importable from here)
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +33,16 @@ class Conditioning:
             rather than an encoded prompt (SDXL's ``force_zeros_for_empty_prompt``).
         pipeline_takes_pooled: whether the pipeline's ``__call__`` takes the pooled pair (SDXL does,
             SD 1.x/2.x do not).
+        prompt_chunks: per row (B·n), the ``ChunkedPrompt`` the first encoder's rows were built from:
+            chunk ``c``'s token at ``p`` is row ``c * 77 + p`` of ``prompt_embeds``; rows past its
+            chunks are padding (the empty chunk). Its ``truncated_text`` is what was cut.
+        negative_chunks: the same for the negatives; None in rows that are zeros.
+
+    Example:
+        >>> out = cond.encode("a (cat:1.5)", syntax="a1111")
+        >>> chunk = out.prompt_chunks[0].chunks[0]
+        >>> chunk.ids[:4] == tuple(out.prompt_ids[0, :4].tolist()), chunk.weights[:4]
+        (True, (1.0, 1.0, 1.5, 1.0))
 
     For SDXL ``hidden`` is 768 + 1280 (both encoders' hidden states side by side) and ``dim`` 1280
     (the second encoder's projected ``text_embeds``).
@@ -46,12 +55,16 @@ class Conditioning:
     prompt_ids: torch.Tensor
     negative_prompt_ids: torch.Tensor
     pipeline_takes_pooled: bool = field(default=False, repr=False)
+    prompt_chunks: tuple[ChunkedPrompt, ...] = field(default=(), repr=False, compare=False)
+    negative_chunks: tuple[ChunkedPrompt | None, ...] = field(default=(), repr=False, compare=False)
 
     def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
         """The keyword arguments to pass to a diffusers pipeline call.
 
         Example:
-            >>> images = pipe(**cond.encode("a cat").pipeline_kwargs(), num_inference_steps=20)  # doctest: +SKIP
+            >>> sorted(cond.encode("a cat").pipeline_kwargs())
+            ['negative_prompt_embeds', 'prompt_embeds']
+            >>> images = pipe(**cond.encode("a cat").pipeline_kwargs(), num_inference_steps=2, output_type="np").images
         """
         kwargs = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
         if self.pipeline_takes_pooled:
@@ -61,25 +74,11 @@ class Conditioning:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """All tensors by field name (for saving with safetensors)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pipeline_takes_pooled"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _TENSOR_FIELDS}
 
 
-@dataclass(frozen=True)
-class EncodeSettings:
-    """Everything besides the text that changes an encoding (and so keys the cache)."""
+_TENSOR_FIELDS = (
+    "prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds",
+    "prompt_ids", "negative_prompt_ids",
+)  # fmt: skip
 
-    clip_skip: int | None
-    syntax: str = "plain"
-    truncate: bool = True
-    weighting: str | None = None  # resolved: None (no weights), "a1111", "comfy" or "multiply"
-
-
-def resolve_settings(clip_skip: Any, syntax: Any, truncate: Any, weighting: Any) -> EncodeSettings:
-    if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
-        raise PromptError(f"clip_skip: expected None or an integer >= 0, got {clip_skip!r}")
-    default_weighting = get_syntax(syntax).weighting  # the one check of syntax=, and its own weighting
-    if not isinstance(truncate, bool):
-        raise PromptError(f"truncate: expected True or False, got {truncate!r}")
-    if weighting is not None and weighting not in MODES:
-        raise PromptError(f"weighting: expected None or one of {', '.join(map(repr, MODES))}, got {weighting!r}")
-    return EncodeSettings(clip_skip, syntax, truncate, weighting or default_weighting)

@@ -1,7 +1,7 @@
 """What the text encoder makes of a prompt: tokens, per-token statistics, prompt comparisons.
 
-Built on ``TextConditioner.parse`` (tokens, chunks, weights, truncation) and ``TextConditioner.encode``
-(the tensors a pipeline gets), so what is inspected is exactly what conditions the UNet. Results are
+Built on ``TextConditioner.encode``: the tensors a pipeline gets and the token chunks they were built
+from (``Conditioning.prompt_chunks``), so what is inspected is exactly what conditions the UNet. Results are
 plain dataclasses with ``to_dict()`` / ``to_rows()`` that also print as rich tables
 (``rich.print(report)``); ``sdclip.plots`` draws them.
 
@@ -27,7 +27,7 @@ from .results import (
     TokenStats,
 )
 from ..errors import PromptError, PromptTypeError
-from ..prompts.tokens import PromptToken
+from ..prompts.tokens import PromptToken, prompt_tokens
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +67,7 @@ def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
         ...
         sdclip.errors.PromptError: syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'
     """
-    from ..conditioning.types import resolve_settings
+    from ..conditioning.settings import resolve_settings
 
     resolve_settings(None, syntax, True, weighting)
 
@@ -84,14 +84,9 @@ def _kept(tokens: list[PromptToken], chunk_length: int) -> list[tuple[PromptToke
     return [(t, t.chunk * chunk_length + t.position) for t in tokens if not t.truncated]
 
 
-def _check_rows(kept: list[tuple[PromptToken, int]], ids: torch.Tensor) -> None:
-    """Parse and encode must agree on every token's row: else every number would be misattributed."""
-    for token, index in kept:
-        if index >= ids.shape[0] or int(ids[index]) != token.id:
-            raise RuntimeError(
-                f"sdclip bug: token {token.text!r} (chunk {token.chunk}, position {token.position}) is not at row "
-                f"{index} of the encoded ids; please report it with the prompt"
-            )
+def _encoded_tokens(cond: TextConditioner, result: Any) -> list[PromptToken]:
+    """The first row's tokens, from the chunks the conditioning was built from (no second parse)."""
+    return prompt_tokens(result.prompt_chunks[0], cond.tokenizer)
 
 
 # -- API -----------------------------------------------------------------------------------------
@@ -201,8 +196,7 @@ def embedding_report(
         cond: the text conditioner.
         prompt: the prompt.
         k: nearest vocabulary tokens per token (0 for none).
-        syntax, truncate, weighting, clip_skip: passed to ``cond.parse`` / ``cond.encode`` when not the
-            default.
+        syntax, truncate, weighting, clip_skip: passed to ``cond.encode`` when not the default.
 
     Returns:
         An ``EmbeddingReport``.
@@ -222,16 +216,15 @@ def embedding_report(
     import torch
 
     _check_prompt(prompt)
-    parsed = cond.parse(prompt, **_options(syntax, truncate))
     options = _options(syntax, truncate, weighting)
     if clip_skip is not None:
         options["clip_skip"] = clip_skip
     result = cond.encode(prompt, **options)  # the negative is the empty prompt, encoded in the same call
+    parsed = _encoded_tokens(cond, result)
     chunk_length = cond.tokenizer.model_max_length
     hidden, empty = result.prompt_embeds[0].float(), result.negative_prompt_embeds[0, :chunk_length].float()
     ids = result.prompt_ids[0]
     kept = _kept(parsed, chunk_length)
-    _check_rows(kept, ids)
 
     projected = hasattr(cond.encoders[-1].model, "text_projection") or len(cond.encoders) > 1
     if not projected and not clip_skip and result.pooled_prompt_embeds.shape[-1] == hidden.shape[-1]:
@@ -282,11 +275,9 @@ def token_similarity(
     import torch
 
     _check_prompt(prompt)
-    parsed = cond.parse(prompt, **_options(syntax, truncate))
     result = cond.encode(prompt, **_options(syntax, truncate, weighting))
     chunk_length = cond.tokenizer.model_max_length
-    kept = _kept(parsed, chunk_length)
-    _check_rows(kept, result.prompt_ids[0])
+    kept = _kept(_encoded_tokens(cond, result), chunk_length)
     with torch.inference_mode():
         states = torch.nn.functional.normalize(result.prompt_embeds[0, [i for _, i in kept]].float(), dim=-1)
         values = (states @ states.T).tolist()  # (T, T)
@@ -325,13 +316,10 @@ def compare(
 
     _check_prompt(prompt_a, "prompt_a")
     _check_prompt(prompt_b, "prompt_b")
-    parse_options = _options(syntax, truncate)
     encode_options = _options(syntax, truncate, weighting)
     chunk_length = cond.tokenizer.model_max_length
     encoded = [cond.encode(p, **encode_options) for p in (prompt_a, prompt_b)]
-    kept = [_kept(cond.parse(p, **parse_options), chunk_length) for p in (prompt_a, prompt_b)]
-    for tokens_, result in zip(kept, encoded):
-        _check_rows(tokens_, result.prompt_ids[0])
+    kept = [_kept(_encoded_tokens(cond, result), chunk_length) for result in encoded]
     a, b = (result.prompt_embeds[0].float() for result in encoded)
     length = min(a.shape[0], b.shape[0])
     with torch.inference_mode():

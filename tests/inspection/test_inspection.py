@@ -19,7 +19,6 @@ from sdclip.cli import main
 from sdclip.conditioning.conditioner import TextConditioner
 from sdclip.errors import PromptError, PromptTypeError
 from sdclip.models.loading import LoadedTextEncoder
-from sdclip.prompts.tokens import PromptToken
 from sdclip.testing import TINY_TEXT, random_text_encoder, tiny_sd_pipeline
 from sdclip.models.tokenizer import load_tokenizer
 
@@ -260,18 +259,9 @@ def test_compare_insertions(cond):
     assert "pooled cosine 0.9" in text and "insert" in text and "black</w>" in text
 
 
-def test_compare_marks_reweighted_tokens(cond, monkeypatch):
-    """Same token, other weight: 'reweight' (the weights come from the parser; here set by hand)."""
-    parse = cond.parse
-
-    def weighted(prompt, **options):
-        tokens = parse(prompt.replace("!", ""), **options)
-        return [PromptToken(t.text, t.id, t.chunk, t.position, 1.5 if "!" in prompt and t.text == "cat</w>" else 1.0)
-                for t in tokens]  # fmt: skip
-
-    monkeypatch.setattr(cond, "parse", weighted)
-    monkeypatch.setattr(cond, "encode", lambda prompt, **o: type(cond).encode(cond, prompt.replace("!", ""), **o))
-    result = inspection.compare(cond, "a cat", "a cat!")
+def test_compare_marks_reweighted_tokens(cond):
+    """Same token, other weight: 'reweight' (the weights come from the conditioning's chunks)."""
+    result = inspection.compare(cond, "a cat", "a (cat:1.5)", syntax="a1111")
     assert [(r.op, r.weight_a, r.weight_b) for r in result.alignment][2] == ("reweight", 1.0, 1.5)
 
 
