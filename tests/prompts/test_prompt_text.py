@@ -72,4 +72,5 @@ def test_cli_argument_with_a_non_utf8_byte() -> None:
     done = subprocess.run([sys.executable, "-m", "sdclip", "tokens", b"a \xff cat"], capture_output=True, text=True)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "prompt: must be valid UTF-8 text, but character 2 is a lone surrogate" in lines[0]
+    # the command line checks its arguments first, so the message names the argument and the bytes
+    assert len(lines) == 1 and "argument PROMPT: prompt 'a \ufffd cat' holds bytes that are not UTF-8" in lines[0]
