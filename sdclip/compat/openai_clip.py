@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from ..errors import ModelSourceError, PromptError, PromptTypeError
-from ..scoring.images import PreprocessConfig, as_chw_tensor, preprocess_pil, tensor_to_pil
+from ..scoring.images import as_chw_tensor
+from ..scoring.preprocess import PreprocessConfig, preprocess_pil, tensor_to_pil
 
 _MODELS = {
     "ViT-B/32": "openai/clip-vit-base-patch32",
