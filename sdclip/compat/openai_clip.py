@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelSourceError, PromptError, PromptTypeError
+from ..scoring.base import pooled_features
 from ..scoring.images import as_chw_tensor
 from ..scoring.preprocess import PreprocessConfig, preprocess_pil, tensor_to_pil
 
@@ -97,10 +98,8 @@ class CLIP(torch.nn.Module):
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) preprocessed pixels -> (N, D) image features (not normalized), in the model's dtype."""
-        from ..scoring.clip_scorer import _pooled
-
         pixels = image.to(device=self.model.logit_scale.device, dtype=self.dtype)
-        return _pooled(self.model.get_image_features(pixel_values=pixels))
+        return pooled_features(self.model.get_image_features(pixel_values=pixels))
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """(N, L) token ids from ``tokenize`` -> (N, D) text features (not normalized), in the model's dtype.
@@ -126,9 +125,7 @@ class CLIP(torch.nn.Module):
 
 
 def _pooled_text(model: Any, ids: torch.Tensor) -> torch.Tensor:
-    from ..scoring.clip_scorer import _pooled
-
-    return _pooled(model.get_text_features(input_ids=ids))
+    return pooled_features(model.get_text_features(input_ids=ids))
 
 
 def load(

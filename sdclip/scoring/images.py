@@ -31,11 +31,16 @@ _FLOAT_SLACK = 1e-3  # float images may overshoot [0, 1] this much (decoder roun
 # -- reading files --------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike, *, exif_transpose: bool = False) -> Image.Image:
     """Open and fully decode an image file, or raise ``ImageInputError`` saying what is wrong with it.
 
     Files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) are refused before
     decoding.
+
+    Args:
+        path: the image file.
+        exif_transpose: turn the image upright by its EXIF orientation tag. Default False: the
+            pixels as stored, which is what ``CLIPImageProcessor`` sees after ``Image.open``.
 
     Example:
         >>> load_image("no/such.png")
@@ -43,7 +48,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         ...
         sdclip.errors.ImageInputError: image 'no/such.png': no such file
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = os.fspath(path)
     try:
@@ -67,7 +72,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         if error.strerror:  # a folder, no permission, an I/O error
             raise ImageInputError(f"image '{name}': cannot be read ({error.strerror})") from error
         raise ImageInputError(f"image '{name}': truncated or corrupt ({error})") from error
-    return image
+    return ImageOps.exif_transpose(image) if exif_transpose else image
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -314,10 +314,10 @@ def test_bad_images_stop_score_but_not_iter_scores(scorer, images, tmp_path):
 
 
 def test_unexpected_decoder_failures_name_the_image(scorer, monkeypatch, tmp_path):
-    def broken(path):
+    def broken(path, **options):
         raise RuntimeError("plugin crashed")
 
-    monkeypatch.setattr("sdclip.scoring.clip_scorer.load_image", broken)
+    monkeypatch.setattr("sdclip.scoring.pipeline.load_image", broken)
     with pytest.raises(ImageInputError, match=r"images\[0\]: RuntimeError: plugin crashed"):
         scorer.score([tmp_path / "x.png"], "a cat")
 
