@@ -10,9 +10,10 @@ The tensor math (resize, crop, normalize) is in ``preprocess.py``; its names are
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import ImageInputError
 from .preprocess import (  # noqa: F401  (re-exported: the public names this module had before the split)
@@ -34,8 +35,9 @@ _FLOAT_SLACK = 1e-3  # float images may overshoot [0, 1] this much (decoder roun
 def load_image(path: str | os.PathLike, *, exif_transpose: bool = False) -> Image.Image:
     """Open and fully decode an image file, or raise ``ImageInputError`` saying what is wrong with it.
 
-    Files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) are refused before
-    decoding.
+    Only regular files are opened (a FIFO, device, socket or folder is refused before any read, so
+    nothing can block). Files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)
+    are refused before decoding.
 
     Args:
         path: the image file.
@@ -47,21 +49,24 @@ def load_image(path: str | os.PathLike, *, exif_transpose: bool = False) -> Imag
         Traceback (most recent call last):
         ...
         sdclip.errors.ImageInputError: image 'no/such.png': no such file
+        >>> load_image("/dev/null")
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.ImageInputError: image '/dev/null': not a regular file (a character device); pass an image file
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = os.fspath(path)
     try:
-        if os.path.isfile(name) and os.path.getsize(name) == 0:
-            raise ImageInputError(f"image '{name}': file is empty (0 bytes)")
-        image = Image.open(name)
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit and image.width * image.height > limit:
-            raise ImageInputError(
-                f"image '{name}': {image.width}x{image.height} pixels is over Pillow's decompression-bomb limit "
-                f"of {limit} pixels; raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file"
-            )
-        image.load()
+        with _open_regular_file(name) as file:
+            image = Image.open(file)
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.width * image.height > limit:
+                raise ImageInputError(
+                    f"image '{name}': {image.width}x{image.height} pixels is over Pillow's decompression-bomb "
+                    f"limit of {limit} pixels; raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file"
+                )
+            image.load()
     except FileNotFoundError as error:
         raise ImageInputError(f"image '{name}': no such file") from error
     except Image.DecompressionBombError as error:
@@ -69,10 +74,43 @@ def load_image(path: str | os.PathLike, *, exif_transpose: bool = False) -> Imag
     except UnidentifiedImageError as error:
         raise ImageInputError(f"image '{name}': not an image file Pillow can read") from error
     except OSError as error:
-        if error.strerror:  # a folder, no permission, an I/O error
+        if error.strerror:  # no permission, an I/O error
             raise ImageInputError(f"image '{name}': cannot be read ({error.strerror})") from error
         raise ImageInputError(f"image '{name}': truncated or corrupt ({error})") from error
     return ImageOps.exif_transpose(image) if exif_transpose else image
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(name: str, mode: int, size: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "not a file")
+        raise ImageInputError(f"image '{name}': not a regular file ({kind}); pass an image file")
+    if size == 0:
+        raise ImageInputError(f"image '{name}': file is empty (0 bytes)")
+
+
+def _open_regular_file(name: str) -> BinaryIO:
+    """``open(name, "rb")`` for regular files only, checked on the open descriptor (no race with a swap).
+
+    ``stat`` first, so a FIFO is refused without opening it (opening one blocks until a writer comes);
+    the descriptor is then opened non-blocking and checked again before a byte is read.
+    """
+    info = os.stat(name)
+    _check_regular(name, info.st_mode, info.st_size)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(name, flags)
+    try:
+        info = os.fstat(fd)
+        _check_regular(name, info.st_mode, info.st_size)
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -184,7 +222,13 @@ def as_chw_tensor(image: Any, *, name: str = "image") -> torch.Tensor:
             raise ImageInputError(f"{name}: shape {tuple(tensor.shape)} has no channel axis of size 1, 3 or 4 "
                                   "first or last; expected (C,H,W) or (H,W,C)")
         tensor = tensor.permute(2, 0, 1)
+    if tensor.shape[-1] == 0 or tensor.shape[-2] == 0:
+        raise ImageInputError(f"{name}: image is {tensor.shape[-1]}x{tensor.shape[-2]} pixels (shape "
+                              f"{tuple(image.shape)}); expected at least 1x1")
     if tensor.dtype.is_floating_point:
+        if not bool(torch.isfinite(tensor).all()):
+            raise ImageInputError(f"{name}: float pixels contain NaN or infinity; expected values in [0, 1] "
+                                  "(check the VAE decode, e.g. run it in float32)")
         low, high = float(tensor.min()), float(tensor.max())
         if low < -_FLOAT_SLACK or high > 1 + _FLOAT_SLACK:
             hint = ("a VAE's raw output is in [-1, 1]: pass (x / 2 + 0.5).clamp(0, 1)" if low < 0 else
