@@ -154,7 +154,16 @@ def load(
         ``(model, preprocess)``.
 
     Example:
-        >>> model, preprocess = load("ViT-L/14", device="cpu")  # doctest: +SKIP
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from sdclip.testing import random_clip_model, save_clip_folder
+        >>> folder = save_clip_folder(random_clip_model(), tempfile.mkdtemp())  # load("ViT-L/14") needs the hub
+        >>> model, preprocess = load(folder, device="cpu")
+        >>> image = preprocess(Image.new("RGB", (300, 200))).unsqueeze(0)
+        >>> with torch.no_grad():
+        ...     logits_per_image, logits_per_text = model(image, tokenize(["a diagram", "a dog", "a cat"]))
+        >>> logits_per_image.shape
+        torch.Size([1, 3])
     """
     from ..models.loading import load_clip_model
 
