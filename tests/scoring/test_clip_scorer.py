@@ -110,7 +110,8 @@ def test_features_equal_get_features(scorer, tiny_clip_model, tiny_clip_processo
     tokens = load_tokenizer()(["a diagram", "a dog"], padding=True, return_tensors="pt")
     pixels = tiny_clip_processor(images=images[:2], return_tensors="pt").pixel_values
     with torch.no_grad():
-        text = tiny_clip_model.get_text_features(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).pooler_output
+        text = tiny_clip_model.get_text_features(input_ids=tokens.input_ids,
+                                                 attention_mask=tokens.attention_mask).pooler_output
         image = tiny_clip_model.get_image_features(pixel_values=pixels).pooler_output
     assert scorer.text_features(["a diagram", "a dog"]).shape == (2, TINY_TEXT["projection_dim"])
     torch.testing.assert_close(scorer.text_features(["a diagram", "a dog"]), text, atol=1e-5, rtol=1e-5)
@@ -164,8 +165,9 @@ def test_long_prompt_keeps_its_eos_token(scorer, tiny_clip_model, tiny_clip_proc
     cut = torch.tensor([ids[:77]])  # torchmetrics: the first 77 ids, no EOS
     pixels = tiny_clip_processor(images=images[:1], return_tensors="pt").pixel_values
     with torch.no_grad():
-        image = torch.nn.functional.normalize(tiny_clip_model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-        right, wrong = (torch.nn.functional.normalize(tiny_clip_model.get_text_features(input_ids=i).pooler_output, dim=-1)
+        model = tiny_clip_model
+        image = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        right, wrong = (torch.nn.functional.normalize(model.get_text_features(input_ids=i).pooler_output, dim=-1)
                         for i in (kept, cut))
     message = re.escape(f"prompt {LONG_PROMPT[:60]!r}... is longer than the 77-token limit; scored without: 'fur") + ".*sunset'"
     with pytest.warns(TruncationWarning, match=message) as record:
@@ -213,13 +215,16 @@ def torchmetrics_clip_score(model, processor, images, captions):
     return metric.compute()
 
 
-def test_torchmetrics_crashes_on_transformers_5_unpatched(tiny_clip_model, tiny_clip_processor, images):
+@pytest.mark.xfail(raises=AttributeError, strict=True,
+                   reason="peer bug, not sdclip's: torchmetrics 1.9 calls .norm() on transformers 5's model output; "
+                          "when this starts passing, torchmetrics_clip_score's patch can go")
+def test_peer_torchmetrics_runs_on_transformers_5_unpatched(tiny_clip_model, tiny_clip_processor):
     from torchmetrics.multimodal.clip_score import CLIPScore
 
     tm_processor = CLIPProcessor(image_processor=tiny_clip_processor, tokenizer=load_tokenizer())
     metric = CLIPScore(model_name_or_path=lambda: (copy.deepcopy(tiny_clip_model), tm_processor))
-    with pytest.raises(AttributeError):
-        metric.update([torch.zeros(3, 64, 64, dtype=torch.uint8)], ["a cat"])
+    metric.update([torch.zeros(3, 64, 64, dtype=torch.uint8)], ["a cat"])
+    assert metric.compute().shape == ()
 
 
 @pytest.mark.parametrize("preprocessing", ["exact", "auto"])

@@ -37,7 +37,8 @@ def test_eight_threads_match_single_threaded_references(tiny_clip_folder, tmp_pa
             for round_ in range(3):
                 for k in range(worker, len(PROMPTS), 3):
                     prompt = PROMPTS[(k + round_) % len(PROMPTS)]
-                    torch.testing.assert_close(shared.text_features(prompt), expected_text[prompt], rtol=1e-5, atol=1e-5)
+                    features = shared.text_features(prompt)
+                    torch.testing.assert_close(features, expected_text[prompt], rtol=1e-5, atol=1e-5)
                 prompt = PROMPTS[(worker + round_) % 8]
                 torch.testing.assert_close(shared.score(files, prompt), expected_scores[prompt], rtol=0, atol=1e-4)
                 shared.text_features(PROMPTS)  # a long batch across the cache's size
