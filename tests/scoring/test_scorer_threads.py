@@ -16,6 +16,7 @@ from sdclip import ClipScorer
 PROMPTS = [f"a photo of {n} cats on a {color} sofa" for n in range(12) for color in ("red", "blue")]
 
 
+@pytest.mark.slow
 def test_eight_threads_match_single_threaded_references(tiny_clip_folder, tmp_path):
     rs = np.random.RandomState(0)
     files = []
