@@ -47,3 +47,7 @@ class PromptTypeError(SdclipError, TypeError):
 
 class ScoreFileError(SdclipError, ValueError):
     """A score file that is missing, of an unknown format, or lacks the columns a scorer writes."""
+
+
+class ScorerError(SdclipError, ValueError):
+    """A scorer option out of range, or a scorer name that is not registered."""

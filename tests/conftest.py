@@ -100,3 +100,40 @@ def clip_model_folder(model_dir) -> Path:
     folder = model_dir / "tiny-clip"
     random_clip_model().save_pretrained(folder)
     return folder
+
+
+# -- tiny full CLIP models for scoring and sdclip.clip (64 px images, so the vision tower is cheap) --
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_config() -> dict:
+    """A tiny CLIP vision tower config: 64 px images in 16 px patches (16 patches + CLS)."""
+    from sdclip.testing import TINY_VISION
+
+    return {**TINY_VISION, "image_size": 64, "patch_size": 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_model(tiny_vision_config):
+    """A tiny random full ``CLIPModel`` (TINY_TEXT text tower, ``tiny_vision_config`` vision tower), eval mode.
+
+    Shared by the whole session: tests use it as the reference and must not change it."""
+    from sdclip.testing import TINY_TEXT, random_clip_model
+
+    return random_clip_model(TINY_TEXT, tiny_vision_config, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tiny_clip_model, tmp_path_factory) -> Path:
+    """``tiny_clip_model`` saved as a hub-style CLIP folder, with a 64 px ``preprocessor_config.json``."""
+    from sdclip.testing import save_clip_folder
+
+    return save_clip_folder(tiny_clip_model, tmp_path_factory.mktemp("tiny-clip-64"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_processor():
+    """transformers' ``CLIPImageProcessorPil`` for ``tiny_clip_folder`` (64 px): the preprocessing reference."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})

@@ -28,7 +28,9 @@ from typing import Any
 import torch
 
 from ..errors import ModelSourceError, PromptError, PromptTypeError
-from ..scoring.images import PreprocessConfig, as_chw_tensor, preprocess_pil, tensor_to_pil
+from ..scoring.base import pooled_features
+from ..scoring.images import as_chw_tensor
+from ..scoring.preprocess import PreprocessConfig, preprocess_pil, tensor_to_pil
 
 _MODELS = {
     "ViT-B/32": "openai/clip-vit-base-patch32",
@@ -96,10 +98,8 @@ class CLIP(torch.nn.Module):
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) preprocessed pixels -> (N, D) image features (not normalized), in the model's dtype."""
-        from ..scoring.clip_scorer import _pooled
-
         pixels = image.to(device=self.model.logit_scale.device, dtype=self.dtype)
-        return _pooled(self.model.get_image_features(pixel_values=pixels))
+        return pooled_features(self.model.get_image_features(pixel_values=pixels))
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """(N, L) token ids from ``tokenize`` -> (N, D) text features (not normalized), in the model's dtype.
@@ -125,9 +125,7 @@ class CLIP(torch.nn.Module):
 
 
 def _pooled_text(model: Any, ids: torch.Tensor) -> torch.Tensor:
-    from ..scoring.clip_scorer import _pooled
-
-    return _pooled(model.get_text_features(input_ids=ids))
+    return pooled_features(model.get_text_features(input_ids=ids))
 
 
 def load(
@@ -156,7 +154,16 @@ def load(
         ``(model, preprocess)``.
 
     Example:
-        >>> model, preprocess = load("ViT-L/14", device="cpu")  # doctest: +SKIP
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from sdclip.testing import random_clip_model, save_clip_folder
+        >>> folder = save_clip_folder(random_clip_model(), tempfile.mkdtemp())  # load("ViT-L/14") needs the hub
+        >>> model, preprocess = load(folder, device="cpu")
+        >>> image = preprocess(Image.new("RGB", (300, 200))).unsqueeze(0)
+        >>> with torch.no_grad():
+        ...     logits_per_image, logits_per_text = model(image, tokenize(["a diagram", "a dog", "a cat"]))
+        >>> logits_per_image.shape
+        torch.Size([1, 3])
     """
     from ..models.loading import load_clip_model
 

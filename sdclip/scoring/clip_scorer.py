@@ -16,53 +16,28 @@ while the model runs, and tensor inputs are resized in one batched call on the m
 
 from __future__ import annotations
 
-import math
 import os
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .._lru import LRUCache
-from ..prompts.truncation import caller_stacklevel, warn_truncated
-from ..errors import ImageInputError, PromptError, PromptTypeError, SdclipError
-from .ranking import Ranking
-from .images import (
-    PreprocessConfig, as_chw_tensor, image_list, load_image, pil_to_uint8, preprocess_pil, preprocess_tensors,
-    tensor_to_pil,
-)  # fmt: skip
-from ..prompts.lists import as_prompt_list, one_per
+from ..errors import PromptError, PromptTypeError
 from ..models.sources import DEFAULT_MODEL
+from ..prompts.lists import as_prompt_list, one_per
+from ..prompts.truncation import warn_truncated
+from . import metrics
+from .base import ScoredBatch, Scorer, pooled_features
+from .images import image_list
+from .pipeline import Preprocessing
+from .preprocess import PreprocessConfig
+from .ranking import Ranking
 
 if TYPE_CHECKING:
     import torch
 
-Preprocessing = Literal["auto", "exact", "fast"]
-_TEXT_BATCH = 256
+__all__ = ["ClipScorer", "Ranking", "ScoredBatch"]
 
 
-@dataclass(frozen=True)
-class ScoredBatch:
-    """Scores of one batch of images from ``ClipScorer.iter_scores``.
-
-    Attributes:
-        start: index (in the images given) of this batch's first image.
-        scores: (B,) float32 on the CPU, ``100 * cos``; NaN where the image failed.
-        errors: per image, None or why it failed (only with ``errors="return"``).
-    """
-
-    start: int
-    scores: torch.Tensor
-    errors: tuple[str | None, ...]
-
-
-def _pooled(output: Any) -> torch.Tensor:
-    """Projected features from ``get_*_features``: a tensor (transformers 4) or a model output (5)."""
-    return output if hasattr(output, "ndim") else output.pooler_output
-
-
-class ClipScorer:
+class ClipScorer(Scorer):
     """Score, rank and classify images against prompts with a full CLIP model.
 
     Args:
@@ -77,11 +52,25 @@ class ClipScorer:
             model's device (files and PIL images decoded on the CPU, resized on the device).
         workers: threads that decode and preprocess images (default: up to 8, one per core).
         cache_size: prompt encodings kept across calls.
+        exif_transpose: turn files and PIL images upright by their EXIF orientation first. Default
+            False: pixels as stored, as ``CLIPImageProcessor`` sees them.
+
+    One scorer may be shared by several threads (see ``sdclip.scoring.base``).
 
     Example:
-        >>> scorer = ClipScorer.from_pretrained("weights/clip-vit-large-patch14")  # doctest: +SKIP
-        >>> scorer.score(["a.png", "b.png"], "a photo of a cat")  # doctest: +SKIP
-        tensor([24.1250, 19.8750])
+        >>> import tempfile, torch
+        >>> from sdclip.testing import random_clip_model, save_clip_folder
+        >>> folder = save_clip_folder(random_clip_model(), tempfile.mkdtemp())  # stands in for clip-vit-large-patch14
+        >>> scorer = ClipScorer.from_pretrained(folder, device="cpu")
+        >>> images = torch.rand(2, 3, 64, 64)  # or PIL images, files, a pipeline's output
+        >>> scorer.score(images, "a photo of a cat").shape
+        torch.Size([2])
+        >>> scorer.similarity(images, ["a cat", "a dog", "a diagram"]).shape
+        torch.Size([2, 3])
+        >>> scorer.classify(images, ["a cat", "a dog"]).sum(-1).round(decimals=4).tolist()
+        [1.0, 1.0]
+        >>> scorer.rank(images, "a cat").best in (0, 1)
+        True
     """
 
     def __init__(
@@ -94,23 +83,16 @@ class ClipScorer:
         preprocessing: Preprocessing = "auto",
         workers: int | None = None,
         cache_size: int = 4096,
+        exif_transpose: bool = False,
     ) -> None:
-        if preprocessing not in ("auto", "exact", "fast"):
-            raise SdclipError(f"preprocessing: expected 'auto', 'exact' or 'fast', got {preprocessing!r}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise SdclipError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
         self.model = model
         self.tokenizer = tokenizer
         image_size = int(model.config.vision_config.image_size)
-        self.preprocess_config = (preprocessor_config if isinstance(preprocessor_config, PreprocessConfig)
-                                  else PreprocessConfig.from_dict(preprocessor_config, image_size=image_size))
-        # CPU: past ~4 images the MLP activations (B x 257 x 4096 for ViT-L) spill out of cache and a
-        # batch of 16 is no faster per image than a batch of 1 (measured on a 2-core EPYC)
-        self.batch_size = batch_size or (64 if self.device.type == "cuda" else 4)
-        self.preprocessing = preprocessing
-        self.workers = workers or max(1, min(8, os.cpu_count() or 1))
+        config = (preprocessor_config if isinstance(preprocessor_config, PreprocessConfig)
+                  else PreprocessConfig.from_dict(preprocessor_config, image_size=image_size))
+        super().__init__(preprocess_config=config, batch_size=batch_size, preprocessing=preprocessing,
+                         workers=workers, cache_size=cache_size, exif_transpose=exif_transpose)
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
-        self._cache = LRUCache(cache_size)
 
     @classmethod
     def from_pretrained(
@@ -124,6 +106,7 @@ class ClipScorer:
         workers: int | None = None,
         local_files_only: bool | None = None,
         allow_pickle: bool = False,
+        exif_transpose: bool = False,
     ) -> ClipScorer:
         """Load a full CLIP model (both towers) and its preprocessing from any model source.
 
@@ -137,9 +120,14 @@ class ClipScorer:
             workers: image decoding threads.
             local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
             allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` files (loaded with ``weights_only=True``).
+            exif_transpose: honour EXIF orientation (default False, as ``CLIPImageProcessor``).
 
         Example:
-            >>> scorer = ClipScorer.from_pretrained("weights/clip-vit-large-patch14", device="cpu")  # doctest: +SKIP
+            >>> import tempfile
+            >>> from sdclip.testing import random_clip_model, save_clip_folder
+            >>> folder = save_clip_folder(random_clip_model(), tempfile.mkdtemp())
+            >>> ClipScorer.from_pretrained(folder, device="cpu").preprocess_config.output_size
+            (224, 224)
         """
         from ..models.loading import load_clip_model
 
@@ -147,7 +135,7 @@ class ClipScorer:
             source, device=device, dtype=dtype, local_files_only=local_files_only, allow_pickle=allow_pickle
         )
         return cls(model, tokenizer, preprocessor_config=preprocessor, batch_size=batch_size,
-                   preprocessing=preprocessing, workers=workers)
+                   preprocessing=preprocessing, workers=workers, exif_transpose=exif_transpose)
 
     @property
     def device(self) -> torch.device:
@@ -157,11 +145,11 @@ class ClipScorer:
     def dtype(self) -> torch.dtype:
         return self.model.logit_scale.dtype
 
-    def clear_cache(self) -> None:
-        """Forget every cached prompt encoding."""
-        self._cache.clear()
+    @property
+    def feature_dim(self) -> int:
+        return int(self.model.config.projection_dim)
 
-    # -- text -----------------------------------------------------------------------------------------
+    # -- the metric: CLIP's towers and the cosine -------------------------------------------------------
 
     def _token_ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, attention_mask), each (B, L) int64, padded to the longest; long prompts keep their EOS."""
@@ -179,198 +167,31 @@ class ClipScorer:
         mask = torch.tensor([[1] * len(row) + [0] * (length - len(row)) for row in rows], dtype=torch.long)
         return ids.to(self.device), mask.to(self.device)
 
-    def _encode_texts(self, texts: Sequence[str], known: dict[str, torch.Tensor]) -> None:
-        """Add each text's projected features ((D,) float32) to ``known``: from the cache, else the model."""
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """Projected text features, (N, projection_dim) float32: transformers' ``get_text_features``."""
         import torch
 
-        todo = []
-        for text in dict.fromkeys(texts):
-            if text in known:
-                continue
-            cached = self._cache.get(text)
-            if cached is not None:
-                known[text] = cached
-            else:
-                todo.append(text)
-        for start in range(0, len(todo), _TEXT_BATCH):
-            chunk = todo[start : start + _TEXT_BATCH]
-            ids, mask = self._token_ids(chunk)
-            with torch.inference_mode():
-                features = _pooled(self.model.get_text_features(input_ids=ids, attention_mask=mask)).float()
-            for text, row in zip(chunk, features):
-                known[text] = row
-                self._cache.put(text, row)
+        ids, mask = self._token_ids(texts)
+        with torch.inference_mode():
+            return pooled_features(self.model.get_text_features(input_ids=ids, attention_mask=mask)).float()
 
-    def text_features(self, texts: str | Sequence[str], *, normalize: bool = False) -> torch.Tensor:
-        """Projected text embeddings, (N, projection_dim), in the model's dtype and on its device.
-
-        Equal to transformers' ``get_text_features`` (its ``text_embeds`` when ``normalize=True``).
-
-        Example:
-            >>> scorer.text_features(["a diagram", "a dog", "a cat"]).shape  # doctest: +SKIP
-            torch.Size([3, 768])
-        """
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected image features, (B, projection_dim) float32: transformers' ``get_image_features``."""
         import torch
 
-        items = as_prompt_list(texts, "texts", allow_empty=False)
-        known: dict[str, torch.Tensor] = {}
-        self._encode_texts(items, known)
-        features = torch.stack([known[text] for text in items])
-        if normalize:
-            features = torch.nn.functional.normalize(features, dim=-1)
-        return features.to(self.dtype)
+        with torch.inference_mode():
+            return pooled_features(self.model.get_image_features(pixel_values=pixels)).float()
 
-    # -- images ---------------------------------------------------------------------------------------
-
-    def _prepare(self, item: Any, index: int) -> tuple[str, Any]:
-        """CPU-side work for one image (runs in a worker thread): ("pixels", (3,h,w) float32),
-        ("raw", (3,H,W) tensor for the device path), or ("error", message)."""
-        try:
-            if isinstance(item, os.PathLike):
-                item = load_image(item)
-            if hasattr(item, "getbands"):  # PIL
-                if self.preprocessing == "fast":
-                    return "raw", pil_to_uint8(item)
-                return "pixels", preprocess_pil(item, self.preprocess_config)
-            tensor = as_chw_tensor(item, name=f"images[{index}]")
-            if self.preprocessing == "exact":
-                return "pixels", preprocess_pil(tensor_to_pil(tensor), self.preprocess_config)
-            return "raw", tensor
-        except ImageInputError as error:
-            return "error", str(error)
-        except Exception as error:  # a broken decoder plugin, out of memory: report it for this image
-            return "error", f"images[{index}]: {type(error).__name__}: {error}"
-
-    def _pixels(self, prepared: list[tuple[str, Any]]) -> tuple[torch.Tensor | None, list[int]]:
-        """Stack a batch's prepared images into (B_ok, 3, h, w) pixels on the device; also which were ok."""
+    def pair_scores(self, image_features: torch.Tensor, text_features: torch.Tensor | None) -> torch.Tensor:
+        """``100 * cos`` per row, (B,) float32."""
         import torch
 
-        ok = [i for i, (kind, _) in enumerate(prepared) if kind != "error"]
-        if not ok:
-            return None, ok
-        h, w = self.preprocess_config.output_size
-        pixels = torch.empty(len(ok), 3, h, w, dtype=self.dtype, device=self.device)
-        exact = [k for k, i in enumerate(ok) if prepared[i][0] == "pixels"]
-        raw = [k for k, i in enumerate(ok) if prepared[i][0] == "raw"]
-        if exact:
-            stacked = torch.stack([prepared[ok[k]][1] for k in exact])
-            if self.device.type == "cuda":
-                stacked = stacked.pin_memory()
-            pixels[exact] = stacked.to(self.device, non_blocking=True).to(self.dtype)
-        if raw:
-            pixels[raw] = preprocess_tensors([prepared[ok[k]][1] for k in raw], self.preprocess_config,
-                                             device=self.device, dtype=self.dtype)
-        return pixels, ok
+        return 100 * torch.nn.functional.cosine_similarity(image_features, text_features, dim=-1, eps=1e-12)
 
-    def _iter_image_features(
-        self, items: list[Any], *, errors: Literal["raise", "return"]
-    ) -> Iterator[tuple[int, torch.Tensor, list[str | None]]]:
-        """(start, features (B, D) float32 with NaN rows for failures, errors) per batch, in order.
-
-        Batch k+1 is decoded in worker threads while batch k runs on the model.
-        """
-        import torch
-
-        size = self.batch_size
-        starts = list(range(0, len(items), size))
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sdclip-images") as pool:
-            def submit(start: int) -> list:
-                return [pool.submit(self._prepare, item, start + k) for k, item in enumerate(items[start : start + size])]
-
-            pending = deque(submit(start) for start in starts[:2])
-            for number, start in enumerate(starts):
-                prepared = [future.result() for future in pending.popleft()]
-                if number + 2 < len(starts):
-                    pending.append(submit(starts[number + 2]))
-                messages = [value if kind == "error" else None for kind, value in prepared]
-                if errors == "raise" and any(messages):
-                    first = next(m for m in messages if m)
-                    raise ImageInputError(first)
-                pixels, ok = self._pixels(prepared)
-                features = torch.full((len(prepared), self.model.config.projection_dim), float("nan"),
-                                      device=self.device)
-                if pixels is not None:
-                    with torch.inference_mode():
-                        features[ok] = _pooled(self.model.get_image_features(pixel_values=pixels)).float()
-                yield start, features, messages
-
-    def image_features(self, images: Any, *, normalize: bool = False) -> torch.Tensor:
-        """Projected image embeddings, (N, projection_dim), in the model's dtype and on its device.
-
-        Equal to transformers' ``get_image_features`` on ``CLIPImageProcessor`` pixels (its
-        ``image_embeds`` when ``normalize=True``).
-
-        Example:
-            >>> scorer.image_features(Image.open("CLIP.png")).shape  # doctest: +SKIP
-            torch.Size([1, 768])
-        """
-        import torch
-
-        parts = [features for _, features, _ in self._iter_image_features(image_list(images), errors="raise")]
-        features = torch.cat(parts)
-        if normalize:
-            features = torch.nn.functional.normalize(features, dim=-1)
-        return features.to(self.dtype)
-
-    # -- scores ---------------------------------------------------------------------------------------
-
-    def iter_scores(
-        self, images: Any, prompts: str | Sequence[str], *, errors: Literal["raise", "return"] = "raise"
-    ) -> Iterator[ScoredBatch]:
-        """Per-pair scores batch by batch, for writing results as they come (what ``sdclip score`` does).
-
-        Args:
-            images: any image input (see ``sdclip.scoring.images.image_list``).
-            prompts: one prompt per image, or one string for all.
-            errors: ``"raise"`` stops at the first unreadable image; ``"return"`` gives it a NaN
-                score and its message in ``ScoredBatch.errors``.
-
-        Example:
-            >>> for batch in scorer.iter_scores(paths, prompts, errors="return"):  # doctest: +SKIP
-            ...     print(batch.start, batch.scores, batch.errors)
-        """
-        import torch
-
-        if errors not in ("raise", "return"):
-            raise SdclipError(f"errors: expected 'raise' or 'return', got {errors!r}")
-        items = image_list(images)
-        texts = one_per(prompts, len(items), name="prompts", what="prompt", per="image")
-        known: dict[str, torch.Tensor] = {}
-        previous = None
-        for start, features, messages in self._iter_image_features(items, errors=errors):
-            batch_texts = texts[start : start + len(features)]
-            self._encode_texts(batch_texts, known)
-            text = torch.stack([known[t] for t in batch_texts])
-            scores = 100 * torch.nn.functional.cosine_similarity(features, text, dim=-1, eps=1e-12)
-            if previous is not None:  # hand over batch k only now, so the device overlaps it with batch k+1
-                yield ScoredBatch(previous[0], previous[1].cpu(), tuple(previous[2]))
-            previous = (start, scores, messages)
-        if previous is not None:
-            yield ScoredBatch(previous[0], previous[1].cpu(), tuple(previous[2]))
-
-    def score(self, images: Any, prompts: str | Sequence[str]) -> torch.Tensor:
-        """CLIP score of each (image, prompt) pair: ``100 * cos(image_embeds, text_embeds)``, (N,) float32.
-
-        Args:
-            images: PIL images, file paths, uint8 or [0, 1] float tensors/arrays ((C,H,W), (H,W,C) or
-                batched), or a diffusers pipeline output.
-            prompts: one prompt per image, or one string for all.
-
-        Example:
-            >>> scorer.score(pipe(prompt, num_images_per_prompt=4), prompt)  # doctest: +SKIP
-            tensor([27.1, 25.3, 29.8, 26.0])
-        """
-        import torch
-
-        return torch.cat([batch.scores for batch in self.iter_scores(images, prompts)])
+    # -- what CLIP adds to the base -------------------------------------------------------------------
 
     def similarity(self, images: Any, prompts: str | Sequence[str]) -> torch.Tensor:
-        """Every image against every prompt: ``100 * cos``, (N_images, N_prompts) float32 on the CPU.
-
-        Example:
-            >>> scorer.similarity(images, ["a cat", "a dog"]).shape  # doctest: +SKIP
-            torch.Size([4, 2])
-        """
+        """Every image against every prompt: ``100 * cos``, (N_images, N_prompts) float32 on the CPU."""
         import torch.nn.functional as F
 
         texts = F.normalize(self.text_features(as_prompt_list(prompts, "prompts", allow_empty=False)).float(), dim=-1)
@@ -378,12 +199,7 @@ class ClipScorer:
         return (100 * features @ texts.T).cpu()
 
     def rank(self, images: Any, prompt: str) -> Ranking:
-        """Rank images against one prompt, best first (ties keep input order).
-
-        Example:
-            >>> ranking = scorer.rank(pipe(prompt, num_images_per_prompt=4).images, prompt)  # doctest: +SKIP
-            >>> best = images[ranking.best]  # doctest: +SKIP
-        """
+        """Rank images against one prompt, best first (ties keep input order)."""
         if not isinstance(prompt, str):
             raise PromptTypeError(f"prompt: expected a string, got {type(prompt).__name__}")
         return Ranking.from_scores(self.score(images, prompt).tolist(), prompt=prompt)
@@ -396,11 +212,6 @@ class ClipScorer:
 
         Returns:
             One ``Ranking`` per group, in the order given.
-
-        Example:
-            >>> rankings = scorer.rank_groups({"a cat": cat_images, "a dog": dog_images})  # doctest: +SKIP
-            >>> [r.best for r in rankings]  # doctest: +SKIP
-            [2, 0]
         """
         pairs = list(groups.items()) if isinstance(groups, Mapping) else list(groups)
         if not pairs:
@@ -425,14 +236,10 @@ class ClipScorer:
 
         The mean is over pairs first and the clamp applies to the mean, so a run with some negative
         pairs scores lower than the mean of clamped pairs would. For Hessel et al.'s CLIP-S (clamped
-        per pair, scaled by 2.5, with a caption prefix) see ``clip_s``.
-
-        Example:
-            >>> scorer.clip_score(images, prompts)  # doctest: +SKIP
-            tensor(31.4159)
+        per pair, scaled by 2.5, with a caption prefix) see ``clip_s``; to combine runs or processes,
+        keep ``metrics.ClipScoreState``s and merge them.
         """
-        scores = self.score(images, prompts)
-        return scores.mean().clamp(min=0)
+        return metrics.clip_score(self.score(images, prompts) / 100)
 
     def clip_s(
         self, images: Any, prompts: str | Sequence[str], *, w: float = 2.5, prefix: str = "A photo depicts "
@@ -442,24 +249,15 @@ class ClipScorer:
         Unlike torchmetrics' CLIP score the clamp is per pair and the scale is 2.5, not 100; the paper
         also prefixes each caption with "A photo depicts " (pass ``prefix=""`` to score prompts as
         they are). The paper used ViT-B/32; scores from other models are not comparable with it.
-
-        Example:
-            >>> scorer.clip_s(images, captions)  # doctest: +SKIP
-            tensor(0.7812)
         """
         count = len(image_list(images))
         texts = [prefix + text for text in one_per(prompts, count, name="prompts", what="prompt", per="image")]
-        cosines = self.score(images, texts) / 100
-        return (w * cosines.clamp(min=0)).mean()
+        return metrics.clip_s(self.score(images, texts) / 100, w=w)
 
     def classify(self, images: Any, labels: Sequence[str]) -> torch.Tensor:
         """Zero-shot label probabilities: ``softmax(logit_scale.exp() * cos)``, (N, L) float32 on the CPU.
 
         Equal to transformers' ``CLIPModel(...).logits_per_image.softmax(-1)``.
-
-        Example:
-            >>> scorer.classify(Image.open("CLIP.png"), ["a diagram", "a dog", "a cat"])  # doctest: +SKIP
-            tensor([[0.9927, 0.0042, 0.0031]])
         """
         import torch
 

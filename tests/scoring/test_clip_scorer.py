@@ -2,7 +2,7 @@
 
 Tiny random-weight CLIP models (real tokenizer, 64 px images) saved to tmp folders, loaded by sdclip.
 Tolerances: 1e-4 on scores (fp32) for PIL inputs; the tensor path (``preprocessing="fast"``) differs
-from PIL's by at most two 8-bit levels on rare pixels (tests/test_images.py), 0.05 on scores here.
+from PIL's by at most two 8-bit levels on rare pixels (tests/scoring/test_images.py), 0.05 on scores here.
 """
 
 from __future__ import annotations
@@ -21,33 +21,17 @@ from transformers import CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 from sdclip import ClipScorer, Ranking
 from sdclip.conditioning.conditioner import TruncationWarning
 from sdclip.errors import ImageInputError, PromptError, PromptTypeError, SdclipError
-from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
+from sdclip.testing import TINY_TEXT, random_clip_model, save_clip_folder
 from sdclip.models.tokenizer import load_tokenizer
 
-VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 PROMPTS = ["a photo of a cat", "a dog", "a photo of a cat", "a diagram", "an astronaut riding a horse"]
 LONG_PROMPT = "a cat " + "with very long fur, " * 30 + "at sunset"  # ~160 tokens
 FAST_TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
-def model():
-    return random_clip_model(TINY_TEXT, VISION, seed=1)
-
-
-@pytest.fixture(scope="module")
-def folder(model, tmp_path_factory):
-    return save_clip_folder(model, tmp_path_factory.mktemp("tiny-clip"))
-
-
-@pytest.fixture(scope="module")
-def scorer(folder):
-    return ClipScorer.from_pretrained(folder, device="cpu", batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return CLIPImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+def scorer(tiny_clip_folder):
+    return ClipScorer.from_pretrained(tiny_clip_folder, device="cpu", batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -80,23 +64,23 @@ def count_calls(monkeypatch, module, name):
 # -- loading --------------------------------------------------------------------------------------
 
 
-def test_from_pretrained_reads_the_folder(scorer, folder):
+def test_from_pretrained_reads_the_folder(scorer, tiny_clip_folder):
     assert scorer.device.type == "cpu" and scorer.dtype == torch.float32
     assert scorer.preprocess_config.output_size == (64, 64)
     assert scorer.max_tokens == 77 and scorer.batch_size == 4
-    assert ClipScorer.from_pretrained(folder, device="cpu").batch_size == 4  # the CPU default
+    assert ClipScorer.from_pretrained(tiny_clip_folder, device="cpu").batch_size == 4  # the CPU default
 
 
-def test_without_preprocessor_config_defaults_follow_the_vision_tower(model, tmp_path):
-    bare = save_clip_folder(model, tmp_path / "bare", preprocessor=False)
+def test_without_preprocessor_config_defaults_follow_the_vision_tower(tiny_clip_model, tmp_path):
+    bare = save_clip_folder(tiny_clip_model, tmp_path / "bare", preprocessor=False)
     assert ClipScorer.from_pretrained(bare, device="cpu").preprocess_config.output_size == (64, 64)
 
 
 # -- exactness against transformers ---------------------------------------------------------------
 
 
-def test_scores_equal_transformers(scorer, model, processor, images):
-    out = reference(model, processor, images, PROMPTS)
+def test_scores_equal_transformers(scorer, tiny_clip_model, tiny_clip_processor, images):
+    out = reference(tiny_clip_model, tiny_clip_processor, images, PROMPTS)
     expected = 100 * (out.image_embeds * out.text_embeds).sum(-1)
     torch.testing.assert_close(scorer.score(images, PROMPTS), expected, atol=1e-4, rtol=0)
 
@@ -105,29 +89,30 @@ def test_one_prompt_for_all_images(scorer, images):
     torch.testing.assert_close(scorer.score(images, "a dog"), scorer.score(images, ["a dog"] * len(images)))
 
 
-def test_similarity_is_the_full_matrix(scorer, model, processor, images):
+def test_similarity_is_the_full_matrix(scorer, tiny_clip_model, tiny_clip_processor, images):
     labels = ["a diagram", "a dog", "a cat"]
-    out = reference(model, processor, images, labels)
+    out = reference(tiny_clip_model, tiny_clip_processor, images, labels)
     expected = 100 * out.image_embeds @ out.text_embeds.T
     similarity = scorer.similarity(images, labels)
     assert similarity.shape == (5, 3)
     torch.testing.assert_close(similarity, expected, atol=1e-4, rtol=0)
 
 
-def test_classify_equals_logits_per_image_softmax(scorer, model, processor, images):
+def test_classify_equals_logits_per_image_softmax(scorer, tiny_clip_model, tiny_clip_processor, images):
     labels = ["a diagram", "a dog", "a cat"]
     probs = scorer.classify(images[0], labels)
-    expected = reference(model, processor, images[:1], labels).logits_per_image.softmax(-1)
+    expected = reference(tiny_clip_model, tiny_clip_processor, images[:1], labels).logits_per_image.softmax(-1)
     assert probs.shape == (1, 3)
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=0)
 
 
-def test_features_equal_get_features(scorer, model, processor, images):
+def test_features_equal_get_features(scorer, tiny_clip_model, tiny_clip_processor, images):
     tokens = load_tokenizer()(["a diagram", "a dog"], padding=True, return_tensors="pt")
-    pixels = processor(images=images[:2], return_tensors="pt").pixel_values
+    pixels = tiny_clip_processor(images=images[:2], return_tensors="pt").pixel_values
     with torch.no_grad():
-        text = model.get_text_features(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).pooler_output
-        image = model.get_image_features(pixel_values=pixels).pooler_output
+        text = tiny_clip_model.get_text_features(input_ids=tokens.input_ids,
+                                                 attention_mask=tokens.attention_mask).pooler_output
+        image = tiny_clip_model.get_image_features(pixel_values=pixels).pooler_output
     assert scorer.text_features(["a diagram", "a dog"]).shape == (2, TINY_TEXT["projection_dim"])
     torch.testing.assert_close(scorer.text_features(["a diagram", "a dog"]), text, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(scorer.image_features(images[:2]), image, atol=1e-5, rtol=1e-5)
@@ -136,9 +121,9 @@ def test_features_equal_get_features(scorer, model, processor, images):
 
 
 @pytest.mark.parametrize("preprocessing", ["exact", "fast"])
-def test_tensor_inputs(folder, images, preprocessing):
-    scorer = ClipScorer.from_pretrained(folder, device="cpu", preprocessing=preprocessing)
-    expected = ClipScorer.from_pretrained(folder, device="cpu").score(images, PROMPTS)  # PIL inputs, exact
+def test_tensor_inputs(tiny_clip_folder, images, preprocessing):
+    scorer = ClipScorer.from_pretrained(tiny_clip_folder, device="cpu", preprocessing=preprocessing)
+    expected = ClipScorer.from_pretrained(tiny_clip_folder, device="cpu").score(images, PROMPTS)  # PIL inputs, exact
     chw = [torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1) for image in images]
     hwc_float = [np.asarray(image, dtype=np.float32) / 255 for image in images]
     tolerance = 1e-4 if preprocessing == "exact" else FAST_TOLERANCE
@@ -160,10 +145,10 @@ def test_batched_tensor_and_files(scorer, images, tmp_path):
     torch.testing.assert_close(scorer.score(batch, PROMPTS), from_files, atol=FAST_TOLERANCE, rtol=0)
 
 
-def test_reduced_precision_on_cpu(folder, images):
+def test_reduced_precision_on_cpu(tiny_clip_folder, images):
     # the GPU's half-precision path (pixels cast to the model's dtype), on the CPU in bfloat16
-    full = ClipScorer.from_pretrained(folder, device="cpu").score(images, PROMPTS)
-    half = ClipScorer.from_pretrained(folder, device="cpu", dtype="bf16")
+    full = ClipScorer.from_pretrained(tiny_clip_folder, device="cpu").score(images, PROMPTS)
+    half = ClipScorer.from_pretrained(tiny_clip_folder, device="cpu", dtype="bf16")
     assert half.dtype == torch.bfloat16
     assert half.image_features(images).dtype == torch.bfloat16
     torch.testing.assert_close(half.score(images, PROMPTS), full, atol=1.0, rtol=0)
@@ -172,14 +157,15 @@ def test_reduced_precision_on_cpu(folder, images):
 # -- long prompts ---------------------------------------------------------------------------------
 
 
-def test_long_prompt_keeps_its_eos_token(scorer, model, processor, images):
+def test_long_prompt_keeps_its_eos_token(scorer, tiny_clip_model, tiny_clip_processor, images):
     tokenizer = load_tokenizer()
     ids = tokenizer(LONG_PROMPT, verbose=False).input_ids
     assert len(ids) > 77
     kept = torch.tensor([ids[:76] + ids[-1:]])  # truncated with the EOS token kept
     cut = torch.tensor([ids[:77]])  # torchmetrics: the first 77 ids, no EOS
-    pixels = processor(images=images[:1], return_tensors="pt").pixel_values
+    pixels = tiny_clip_processor(images=images[:1], return_tensors="pt").pixel_values
     with torch.no_grad():
+        model = tiny_clip_model
         image = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
         right, wrong = (torch.nn.functional.normalize(model.get_text_features(input_ids=i).pooler_output, dim=-1)
                         for i in (kept, cut))
@@ -191,9 +177,9 @@ def test_long_prompt_keeps_its_eos_token(scorer, model, processor, images):
     assert abs(score.item() - 100 * (image * wrong).sum().item()) > 0.1
 
 
-def test_long_context_models_read_their_limit_from_the_config(tmp_path, images):
+def test_long_context_models_read_their_limit_from_the_config(tmp_path, images, tiny_vision_config):
     long_text = {**TINY_TEXT, "max_position_embeddings": 248}  # LongCLIP's
-    model = random_clip_model(long_text, VISION, seed=2)
+    model = random_clip_model(long_text, tiny_vision_config, seed=2)
     scorer = ClipScorer.from_pretrained(save_clip_folder(model, tmp_path / "long"), device="cpu")
     assert scorer.max_tokens == 248
     tokens = load_tokenizer()(LONG_PROMPT, return_tensors="pt")  # ~160 tokens: fits
@@ -229,19 +215,23 @@ def torchmetrics_clip_score(model, processor, images, captions):
     return metric.compute()
 
 
-def test_torchmetrics_crashes_on_transformers_5_unpatched(model, processor, images):
+@pytest.mark.slow
+@pytest.mark.xfail(raises=AttributeError, strict=True,
+                   reason="peer bug, not sdclip's: torchmetrics 1.9 calls .norm() on transformers 5's model output; "
+                          "when this starts passing, torchmetrics_clip_score's patch can go")
+def test_peer_torchmetrics_runs_on_transformers_5_unpatched(tiny_clip_model, tiny_clip_processor):
     from torchmetrics.multimodal.clip_score import CLIPScore
 
-    tm_processor = CLIPProcessor(image_processor=processor, tokenizer=load_tokenizer())
-    metric = CLIPScore(model_name_or_path=lambda: (copy.deepcopy(model), tm_processor))
-    with pytest.raises(AttributeError):
-        metric.update([torch.zeros(3, 64, 64, dtype=torch.uint8)], ["a cat"])
+    tm_processor = CLIPProcessor(image_processor=tiny_clip_processor, tokenizer=load_tokenizer())
+    metric = CLIPScore(model_name_or_path=lambda: (copy.deepcopy(tiny_clip_model), tm_processor))
+    metric.update([torch.zeros(3, 64, 64, dtype=torch.uint8)], ["a cat"])
+    assert metric.compute().shape == ()
 
 
 @pytest.mark.parametrize("preprocessing", ["exact", "auto"])
-def test_clip_score_equals_torchmetrics(folder, model, processor, images, preprocessing):
-    expected = torchmetrics_clip_score(model, processor, images, PROMPTS)
-    scorer = ClipScorer.from_pretrained(folder, device="cpu", preprocessing=preprocessing)
+def test_clip_score_equals_torchmetrics(tiny_clip_folder, tiny_clip_model, tiny_clip_processor, images, preprocessing):
+    expected = torchmetrics_clip_score(tiny_clip_model, tiny_clip_processor, images, PROMPTS)
+    scorer = ClipScorer.from_pretrained(tiny_clip_folder, device="cpu", preprocessing=preprocessing)
     tensors = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in images]  # as torchmetrics takes
     tolerance = 1e-4 if preprocessing == "exact" else FAST_TOLERANCE
     result = scorer.clip_score(tensors, PROMPTS)
@@ -330,10 +320,10 @@ def test_bad_images_stop_score_but_not_iter_scores(scorer, images, tmp_path):
 
 
 def test_unexpected_decoder_failures_name_the_image(scorer, monkeypatch, tmp_path):
-    def broken(path):
+    def broken(path, **options):
         raise RuntimeError("plugin crashed")
 
-    monkeypatch.setattr("sdclip.scoring.clip_scorer.load_image", broken)
+    monkeypatch.setattr("sdclip.scoring.pipeline.load_image", broken)
     with pytest.raises(ImageInputError, match=r"images\[0\]: RuntimeError: plugin crashed"):
         scorer.score([tmp_path / "x.png"], "a cat")
 
@@ -368,9 +358,9 @@ def test_error_messages(scorer, images, call, error, message):
     [({"batch_size": 0}, "batch_size: expected an integer >= 1, got 0"),
      ({"preprocessing": "gpu"}, "preprocessing: expected 'auto', 'exact' or 'fast', got 'gpu'")],
 )  # fmt: skip
-def test_option_errors(model, options, message):
+def test_option_errors(tiny_clip_model, options, message):
     with pytest.raises(SdclipError, match=message):
-        ClipScorer(model, load_tokenizer(), **options)
+        ClipScorer(tiny_clip_model, load_tokenizer(), **options)
 
 
 # -- diffusers and the README section -------------------------------------------------------------

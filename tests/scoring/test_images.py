@@ -236,7 +236,7 @@ def _bad_file(tmp_path, kind: str):
 @pytest.mark.parametrize(
     ("kind", "message"),
     [("empty", "file is empty \\(0 bytes\\)"), ("text", "not an image file Pillow can read"),
-     ("truncated", "truncated or corrupt"), ("folder", "cannot be read \\(Is a directory\\)"),
+     ("truncated", "truncated or corrupt"), ("folder", "not a regular file \\(a folder\\); pass an image file"),
      ("dangling", "no such file")],
 )  # fmt: skip
 def test_load_image_errors(tmp_path, kind, message):

@@ -10,21 +10,9 @@ from transformers import CLIPImageProcessorPil
 
 from sdclip.compat import openai_clip as clip
 from sdclip.errors import ModelSourceError, PromptError, PromptTypeError
-from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
 from sdclip.models.tokenizer import load_tokenizer
 
-VISION = {**TINY_VISION, "image_size": 64, "patch_size": 16}
 LABELS = ["a diagram", "a dog", "a cat"]
-
-
-@pytest.fixture(scope="module")
-def hf_model():
-    return random_clip_model(TINY_TEXT, VISION, seed=3)
-
-
-@pytest.fixture(scope="module")
-def folder(hf_model, tmp_path_factory):
-    return save_clip_folder(hf_model, tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture
@@ -46,8 +34,8 @@ def reference(model, labels):
 # -- the usage note's snippets, unchanged but for the import and the model source -------------------
 
 
-def test_feature_extraction_snippet(folder, hf_model, clip_png):
-    source = str(folder)
+def test_feature_extraction_snippet(tiny_clip_folder, tiny_clip_model, clip_png):
+    source = str(tiny_clip_folder)
     # --- the note's code ---
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, preprocess = clip.load(source, device=device)
@@ -59,16 +47,16 @@ def test_feature_extraction_snippet(folder, hf_model, clip_png):
     # --- end ---
     with torch.no_grad():
         tokens = load_tokenizer()(LABELS, padding=True, return_tensors="pt")
-        expected_text = hf_model.get_text_features(input_ids=tokens.input_ids,
+        expected_text = tiny_clip_model.get_text_features(input_ids=tokens.input_ids,
                                                    attention_mask=tokens.attention_mask).pooler_output
-    out = reference(hf_model, LABELS)
+    out = reference(tiny_clip_model, LABELS)
     torch.testing.assert_close(torch.nn.functional.normalize(image_features.cpu(), dim=-1), out.image_embeds,
                                atol=1e-5, rtol=0)
     torch.testing.assert_close(text_features.cpu(), expected_text, atol=1e-5, rtol=1e-5)
 
 
-def test_label_probabilities_snippet(folder, hf_model, clip_png):
-    source = str(folder)
+def test_label_probabilities_snippet(tiny_clip_folder, tiny_clip_model, clip_png):
+    source = str(tiny_clip_folder)
     # --- the note's code ---
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, preprocess = clip.load(source, device=device)
@@ -78,7 +66,7 @@ def test_label_probabilities_snippet(folder, hf_model, clip_png):
         logits_per_image, logits_per_text = model(image, text)
         probs = logits_per_image.softmax(dim=-1).cpu().numpy()
     # --- end ---
-    expected = reference(hf_model, LABELS)
+    expected = reference(tiny_clip_model, LABELS)
     assert isinstance(probs, np.ndarray) and probs.shape == (1, 3)
     np.testing.assert_allclose(probs, expected.logits_per_image.softmax(-1).numpy(), atol=1e-5)
     torch.testing.assert_close(logits_per_text.cpu(), expected.logits_per_text, atol=1e-4, rtol=0)
@@ -110,16 +98,16 @@ def test_tokenize_rejects_non_strings():
         clip.tokenize(["a", 3])
 
 
-def test_encode_text_drops_trailing_padding_without_changing_features(folder, hf_model):
-    model, _ = clip.load(str(folder), device="cpu")
+def test_encode_text_drops_trailing_padding_without_changing_features(tiny_clip_folder, tiny_clip_model):
+    model, _ = clip.load(str(tiny_clip_folder), device="cpu")
     ids = clip.tokenize(LABELS)
     with torch.no_grad():
-        full = hf_model.get_text_features(input_ids=ids.long()).pooler_output  # all 77 positions
+        full = tiny_clip_model.get_text_features(input_ids=ids.long()).pooler_output  # all 77 positions
     torch.testing.assert_close(model.encode_text(ids), full, atol=1e-5, rtol=1e-5)
 
 
-def test_model_attributes(folder):
-    model, preprocess = clip.load(str(folder), device="cpu")
+def test_model_attributes(tiny_clip_folder):
+    model, preprocess = clip.load(str(tiny_clip_folder), device="cpu")
     assert model.dtype == torch.float32 and not model.training
     assert (model.context_length, model.input_resolution) == (77, 64)
     assert preprocess(Image.new("RGB", (100, 50))).shape == (3, 64, 64)
@@ -127,7 +115,7 @@ def test_model_attributes(folder):
     assert "64x64" in repr(preprocess)
 
 
-def test_openai_names_map_to_hub_ids(monkeypatch, folder):
+def test_openai_names_map_to_hub_ids(monkeypatch, tiny_clip_folder):
     import sdclip.models.loading
 
     seen = []
@@ -135,7 +123,7 @@ def test_openai_names_map_to_hub_ids(monkeypatch, folder):
 
     def fake(source, **kwargs):
         seen.append(source)
-        return real(folder, **kwargs)
+        return real(tiny_clip_folder, **kwargs)
 
     monkeypatch.setattr(sdclip.models.loading, "load_clip_model", fake)
     for name in clip.available_models():
@@ -144,10 +132,10 @@ def test_openai_names_map_to_hub_ids(monkeypatch, folder):
                     "openai/clip-vit-large-patch14-336"]
 
 
-def test_load_errors(folder):
+def test_load_errors(tiny_clip_folder):
     with pytest.raises(ModelSourceError, match="model 'RN50': OpenAI's ResNet CLIP models have no transformers port"):
         clip.load("RN50")
     with pytest.raises(ModelSourceError, match="jit=True: sdclip.clip has no TorchScript models; use jit=False"):
-        clip.load(str(folder), jit=True)
+        clip.load(str(tiny_clip_folder), jit=True)
     with pytest.warns(UserWarning, match="download_root is ignored"):
-        clip.load(str(folder), device="cpu", download_root="/tmp/clip")
+        clip.load(str(tiny_clip_folder), device="cpu", download_root="/tmp/clip")
