@@ -9,7 +9,6 @@ output is one line on stderr, exit 2, no traceback, no temporary file left.
 from __future__ import annotations
 
 import errno
-import inspect
 import json
 import os
 import subprocess
@@ -20,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_fixtures import score_model_folder  # noqa: F401  (a fixture)
 
 from sdclip.cli import main
 from sdclip.cli._common import OutputLock, atomic_write
@@ -90,11 +88,11 @@ def test_overwrite_with_a_bad_model_keeps_the_old_file(tmp_path, capsys):
     assert out.read_bytes() == before and leftovers(tmp_path) == []
 
 
-def test_overwrite_replaces_on_success(tmp_path, capsys, score_model_folder):
+def test_overwrite_replaces_on_success(tmp_path, capsys, tiny_clip_folder):
     paths = images(tmp_path)
     out = tmp_path / "scores.csv"
     out.write_text("image,prompt,score,rank,error\nold.png,x,1.000000,1,\n")
-    code, _, err = cli(["score", "--images", *paths, "--prompt", "x", "--model", score_model_folder, "--out", out,
+    code, _, err = cli(["score", "--images", *paths, "--prompt", "x", "--model", tiny_clip_folder, "--out", out,
                         "--overwrite"], capsys)
     assert code == 0, err
     assert [row.image for row in read_score_file(out)] == [str(p) for p in paths]
@@ -145,12 +143,12 @@ def test_a_second_run_on_a_locked_out_stops(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_stale_lock_is_taken_over_and_removed(tmp_path, capsys, score_model_folder):
+def test_a_stale_lock_is_taken_over_and_removed(tmp_path, capsys, tiny_clip_folder):
     paths = images(tmp_path)
     out = tmp_path / "scores.csv"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / "scores.csv.lock").write_text(gone.stdout)  # a run killed with -9 left it
-    code, _, err = cli(["score", "--images", *paths, "--prompt", "x", "--model", score_model_folder, "--out", out],
+    code, _, err = cli(["score", "--images", *paths, "--prompt", "x", "--model", tiny_clip_folder, "--out", out],
                        capsys)
     assert code == 0, err
     assert "taking over the stale lock" in err
@@ -165,12 +163,12 @@ def test_the_lock_is_exclusive_within_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_concurrent_runs_one_refused_no_row_lost(tmp_path, score_model_folder):
+def test_two_concurrent_runs_one_refused_no_row_lost(tmp_path, tiny_clip_folder):
     paths = images(tmp_path / "imgs", 6)
     out = tmp_path / "scores.csv"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "sdclip.cli", "score", "--images", *map(str, paths), "--prompt", "x",
-               "--model", str(score_model_folder), "--out", str(out), "--batch-size", "1"]
+               "--model", str(tiny_clip_folder), "--out", str(out), "--batch-size", "1"]
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
@@ -182,25 +180,25 @@ def test_two_concurrent_runs_one_refused_no_row_lost(tmp_path, score_model_folde
     assert sorted(row.image for row in read_score_file(out)) == sorted(map(str, paths))
 
 
-def test_resume_matches_images_by_resolved_path(tmp_path, capsys, monkeypatch, score_model_folder):
+def test_resume_matches_images_by_resolved_path(tmp_path, capsys, monkeypatch, tiny_clip_folder):
     images(tmp_path / "imgs", 3)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "scores.jsonl"
-    assert cli(["score", "--images", "imgs", "--prompt", "x", "--model", score_model_folder, "--out", out],
+    assert cli(["score", "--images", "imgs", "--prompt", "x", "--model", tiny_clip_folder, "--out", out],
                capsys)[0] == 0
     scored = []
     original = ClipScorer.iter_scores
     monkeypatch.setattr(ClipScorer, "iter_scores", lambda self, images, *a, **k: scored.append(images) or
                         original(self, images, *a, **k))
     for spelling in (tmp_path / "imgs", "./imgs/../imgs"):
-        code, _, err = cli(["score", "--images", spelling, "--prompt", "x", "--model", score_model_folder,
+        code, _, err = cli(["score", "--images", spelling, "--prompt", "x", "--model", tiny_clip_folder,
                             "--out", out, "--resume"], capsys)
         assert code == 0, err
         assert "3 pairs already scored, 0 to go" in err and scored == []
     assert [row.image for row in read_resume_rows(out)] == [f"imgs/img{i}.png" for i in range(3)]  # as given
     before = out.read_bytes()
     monkeypatch.chdir(tmp_path / "imgs")  # another working directory: imgs/img0.png means something else here
-    code, _, err = cli(["score", "--images", tmp_path / "imgs", "--prompt", "x", "--model", score_model_folder,
+    code, _, err = cli(["score", "--images", tmp_path / "imgs", "--prompt", "x", "--model", tiny_clip_folder,
                         "--out", out, "--resume"], capsys)
     one_line_error(code, err, f"--out '{out}': its row for 'imgs/img0.png' is relative to the folder the first "
                    "run started in, not this one")
@@ -296,13 +294,13 @@ def test_prompt_with_non_utf8_bytes_is_one_line(tmp_path, capsys, monkeypatch, c
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
-def test_non_utf8_image_names_and_line_separators_round_trip(tmp_path, capsys, score_model_folder, suffix):
+def test_non_utf8_image_names_and_line_separators_round_trip(tmp_path, capsys, tiny_clip_folder, suffix):
     folder = tmp_path / "imgs"
     images(folder, 1)
     odd = os.fsdecode(os.fsencode(str(folder)) + b"/\xff\xfe.png")
     Image.new("RGB", (64, 64), "red").save(os.fsencode(odd))
     out = tmp_path / f"scores{suffix}"
-    args = ["score", "--images", folder, "--prompt", "a\u2028red\u0085cat", "--model", score_model_folder,
+    args = ["score", "--images", folder, "--prompt", "a\u2028red\u0085cat", "--model", tiny_clip_folder,
             "--out", out]
     code, _, err = cli(args, capsys)
     assert code == 0, err
@@ -318,10 +316,10 @@ def test_non_utf8_image_names_and_line_separators_round_trip(tmp_path, capsys, s
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
-def test_resume_a_file_cut_inside_a_multibyte_character(tmp_path, capsys, score_model_folder, suffix):
+def test_resume_a_file_cut_inside_a_multibyte_character(tmp_path, capsys, tiny_clip_folder, suffix):
     paths = images(tmp_path / "imgs", 2)
     out = tmp_path / f"scores{suffix}"
-    args = ["score", "--images", *paths, "--prompt", "un chat très noir", "--model", score_model_folder,
+    args = ["score", "--images", *paths, "--prompt", "un chat très noir", "--model", tiny_clip_folder,
             "--out", out]
     assert cli(args, capsys)[0] == 0
     data = out.read_bytes()
@@ -336,9 +334,7 @@ def test_resume_a_file_cut_inside_a_multibyte_character(tmp_path, capsys, score_
 # -- #15: EXIF orientation -----------------------------------------------------------------------
 
 
-@pytest.mark.skipif("exif_transpose" not in inspect.signature(ClipScorer.from_pretrained).parameters,
-                    reason="needs scoring helper's exif_transpose")
-def test_exif_transpose_flag_scores_the_upright_image(tmp_path, capsys, score_model_folder):
+def test_exif_transpose_flag_scores_the_upright_image(tmp_path, capsys, tiny_clip_folder):
     rs = np.random.RandomState(3)
     upright = Image.fromarray(rs.randint(0, 256, (64, 48, 3), dtype=np.uint8))
     upright.save(tmp_path / "upright.png")
@@ -347,7 +343,7 @@ def test_exif_transpose_flag_scores_the_upright_image(tmp_path, capsys, score_mo
     upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rotated.png", exif=exif)
     out = tmp_path / "s.csv"
     code, _, err = cli(["score", "--images", tmp_path / "upright.png", tmp_path / "rotated.png", "--prompt", "x",
-                        "--model", score_model_folder, "--out", out, "--exif-transpose"], capsys)
+                        "--model", tiny_clip_folder, "--out", out, "--exif-transpose"], capsys)
     assert code == 0, err
     scores = {Path(row.image).name: row.score for row in read_score_file(out)}
     assert scores["rotated.png"] == pytest.approx(scores["upright.png"], abs=1e-4)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_fixtures import score_model_folder  # noqa: F401  (a fixture)
 
 from sdclip.cli import main
 from sdclip.scoring.clip_scorer import ClipScorer
@@ -21,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def scorer(score_model_folder):
-    return ClipScorer.from_pretrained(score_model_folder, device="cpu")
+def scorer(tiny_clip_folder):
+    return ClipScorer.from_pretrained(tiny_clip_folder, device="cpu")
 
 
 def save_images(folder: Path, count: int, *, seed: int = 0) -> list[Path]:
@@ -69,10 +68,10 @@ def run(args: list, capsys) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
-def test_prompt_over_a_folder(tmp_path, score_model_folder, scorer, capsys, suffix):
+def test_prompt_over_a_folder(tmp_path, tiny_clip_folder, scorer, capsys, suffix):
     paths = save_images(tmp_path / "imgs", 5)
     out = tmp_path / f"scores{suffix}"
-    code, stdout, _ = run(["score", "--images", tmp_path / "imgs", "--prompt", "a cat", "--model", score_model_folder,
+    code, stdout, _ = run(["score", "--images", tmp_path / "imgs", "--prompt", "a cat", "--model", tiny_clip_folder,
                            "--out", out, "--batch-size", 2], capsys)
     assert code == 0
     rows = read_out(out)
@@ -86,16 +85,16 @@ def test_prompt_over_a_folder(tmp_path, score_model_folder, scorer, capsys, suff
     assert f"CLIP score (torchmetrics definition, 5 pairs): {max(np.mean(expected), 0):.4f}" in stdout
 
 
-def test_table_on_stdout_without_out(tmp_path, score_model_folder, capsys):
+def test_table_on_stdout_without_out(tmp_path, tiny_clip_folder, capsys):
     paths = save_images(tmp_path / "imgs", 2)
-    code, stdout, stderr = run(["score", "--images", *paths, "--prompt", "a cat", "--model", score_model_folder], capsys)
+    code, stdout, stderr = run(["score", "--images", *paths, "--prompt", "a cat", "--model", tiny_clip_folder], capsys)
     assert code == 0
     assert "scores" in stdout and "summary" in stdout and paths[0].name in stdout
     assert "sdclip score" in stderr and "2/2" in stderr  # tqdm progress on stderr
 
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
-def test_pairs_file_groups_by_prompt(tmp_path, score_model_folder, scorer, capsys, kind):
+def test_pairs_file_groups_by_prompt(tmp_path, tiny_clip_folder, scorer, capsys, kind):
     paths = save_images(tmp_path / "imgs", 5)
     pairs = [(f"../imgs/{p.relative_to(tmp_path / 'imgs').as_posix()}", "a cat" if i < 3 else 'a "dog", running')
              for i, p in enumerate(paths)]
@@ -109,7 +108,7 @@ def test_pairs_file_groups_by_prompt(tmp_path, score_model_folder, scorer, capsy
     else:
         pairs_file.write_text("".join(json.dumps({"image": i, "prompt": p}) + "\n\n" for i, p in pairs))
     out = tmp_path / "scores.csv"
-    code, _, _ = run(["score", "--pairs", pairs_file, "--model", score_model_folder, "--out", out], capsys)
+    code, _, _ = run(["score", "--pairs", pairs_file, "--model", tiny_clip_folder, "--out", out], capsys)
     assert code == 0
     rows = read_out(out)
     assert [row["image"] for row in rows] == [str(pairs_file.parent / image) for image, _ in pairs]
@@ -120,10 +119,10 @@ def test_pairs_file_groups_by_prompt(tmp_path, score_model_folder, scorer, capsy
         assert [row["rank"] for row in rows[members]] == expected_ranks(expected)
 
 
-def test_the_same_pair_twice_is_scored_once(tmp_path, score_model_folder, capsys):
+def test_the_same_pair_twice_is_scored_once(tmp_path, tiny_clip_folder, capsys):
     paths = save_images(tmp_path, 1)
     out = tmp_path / "scores.jsonl"
-    assert run(["score", "--images", paths[0], paths[0], "--prompt", "x", "--model", score_model_folder, "--out", out],
+    assert run(["score", "--images", paths[0], paths[0], "--prompt", "x", "--model", tiny_clip_folder, "--out", out],
                capsys)[0] == 0
     assert len(read_out(out)) == 1
 
@@ -145,14 +144,14 @@ def make_bad_images(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("strict", [False, True])
-def test_bad_images_become_error_rows(tmp_path, score_model_folder, capsys, monkeypatch, strict):
+def test_bad_images_become_error_rows(tmp_path, tiny_clip_folder, capsys, monkeypatch, strict):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # the 300x300 file is a "bomb", 64x72 images are not
     good = save_images(tmp_path, 3)
     bad = make_bad_images(tmp_path)
     out = tmp_path / "scores.csv"
     # a folder scan skips the dangling link (not a file), so it is named explicitly
     args = ["score", "--images", tmp_path, tmp_path / "dangling.png", "--prompt", "a cat",
-            "--model", score_model_folder, "--out", out, "--batch-size", 2] + (["--strict"] if strict else [])
+            "--model", tiny_clip_folder, "--out", out, "--batch-size", 2] + (["--strict"] if strict else [])
     code, stdout, _ = run(args, capsys)
     assert code == (1 if strict else 0)
     rows = {Path(row["image"]).name: row for row in read_out(out)}
@@ -246,9 +245,9 @@ def count_scored(monkeypatch) -> list[int]:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
-def test_interrupted_run_resumes_without_duplicates(tmp_path, score_model_folder, capsys, monkeypatch, suffix):
+def test_interrupted_run_resumes_without_duplicates(tmp_path, tiny_clip_folder, capsys, monkeypatch, suffix):
     save_images(tmp_path / "imgs", 7)
-    args = ["score", "--images", tmp_path / "imgs", "--prompt", "a cat", "--model", score_model_folder, "--batch-size", 2]
+    args = ["score", "--images", tmp_path / "imgs", "--prompt", "a cat", "--model", tiny_clip_folder, "--batch-size", 2]
     fresh = tmp_path / f"fresh{suffix}"
     assert run([*args, "--out", fresh], capsys)[0] == 0
 
@@ -275,11 +274,11 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, score_model_folder
         assert by_image[row["image"]]["score"] == pytest.approx(row["score"], abs=1e-5)
 
 
-def test_resume_retries_failed_rows_and_appends_nothing_twice(tmp_path, score_model_folder, capsys):
+def test_resume_retries_failed_rows_and_appends_nothing_twice(tmp_path, tiny_clip_folder, capsys):
     save_images(tmp_path, 2)
     (tmp_path / "late.png").write_bytes(b"")  # not written yet when the run started
     out = tmp_path / "scores.jsonl"
-    args = ["score", "--images", tmp_path, "--prompt", "a cat", "--model", score_model_folder, "--out", out]
+    args = ["score", "--images", tmp_path, "--prompt", "a cat", "--model", tiny_clip_folder, "--out", out]
     assert run(args, capsys)[0] == 0
     assert [row["error"] != "" for row in read_out(out)] == [False, False, True]
     Image.new("RGB", (70, 70), "red").save(tmp_path / "late.png")
@@ -295,9 +294,9 @@ def test_resume_retries_failed_rows_and_appends_nothing_twice(tmp_path, score_mo
 
 
 @pytest.mark.slow
-def test_console_process(tmp_path, score_model_folder):
+def test_console_process(tmp_path, tiny_clip_folder):
     paths = save_images(tmp_path, 2)
-    command = [sys.executable, "-m", "sdclip.cli", "score", "--prompt", "a cat", "--model", str(score_model_folder)]
+    command = [sys.executable, "-m", "sdclip.cli", "score", "--prompt", "a cat", "--model", str(tiny_clip_folder)]
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     ok = subprocess.run([*command, "--images", *map(str, paths), "--out", str(tmp_path / "s.csv")],
                         capture_output=True, text=True, env=env, timeout=120)
