@@ -64,8 +64,10 @@ def assert_no_traceback(result: CliResult) -> None:
 
 
 def assert_no_tmp(*folders: Path) -> None:
-    """No ``*.tmp`` (or ``*.lock``) file left behind in ``folders`` (recursively)."""
-    left = [p for folder in folders if folder.exists() for p in folder.rglob("*") if p.suffix in (".tmp", ".lock")]
+    """No temporary file (``*.tmp``, or ``.tmp*`` as safetensors names its own) nor ``*.lock`` left behind in
+    ``folders`` (recursively)."""
+    left = [p for folder in folders if folder.exists() for p in folder.rglob("*")
+            if p.suffix in (".tmp", ".lock") or p.name.startswith(".tmp")]
     assert not left, f"left behind: {[str(p) for p in left]}"
 
 
