@@ -99,18 +99,22 @@ def _pairs_file(folder: Path, kind: str, images: list[Path]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["csv", "jsonl"])
-@pytest.mark.parametrize("spelling", ["same", "dotdot", "relative"])
-def test_out_naming_the_pairs_file_is_refused(tmp_path, clip_model_folder, capsys, monkeypatch, kind, spelling):
-    """Issue: --out equal to the --pairs file overwrites the input."""
+@pytest.mark.parametrize(("spelling", "kind", "flags"), [
+    ("same", "csv", []), ("same", "jsonl", []), ("dotdot", "csv", ["--overwrite"]),
+    ("relative", "jsonl", ["--overwrite"]), ("same", "csv", ["--resume"]), ("relative", "jsonl", ["--resume"]),
+])
+def test_out_naming_the_pairs_file_is_refused(tmp_path, clip_model_folder, capsys, monkeypatch, kind, spelling,
+                                               flags):
+    """Issue: --out equal to the --pairs file overwrites the input. Refused whatever the flags, with one
+    line naming both options (not merely as "a non-empty --out")."""
     images = save_images(tmp_path, 2)
     pairs = _pairs_file(tmp_path, kind, images)
     before = pairs.read_bytes()
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path)
     out = {"same": pairs, "dotdot": tmp_path / "sub" / ".." / pairs.name, "relative": Path(pairs.name)}[spelling]
-    result = run_cli(_score_args(clip_model_folder, "--pairs", pairs, "--out", out), capsys)
-    assert_one_line_error(result, "--out")
+    result = run_cli(_score_args(clip_model_folder, "--pairs", pairs, "--out", out, *flags), capsys)
+    assert_one_line_error(result, "--out", "--pairs")
     assert pairs.read_bytes() == before, "the pairs file was changed"
     assert_no_tmp(tmp_path)
 
