@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -47,11 +48,21 @@ def run_cli(args: list, capsys) -> CliResult:
     return CliResult(code, out, err)
 
 
+_PROGRESS_BAR = re.compile(r"^\s*[^:]*:?\s*\d+%\|.*\|")  # tqdm: "sdclip score:  50%|#####     | 1/2 [...]"
+
+
+def stderr_lines(err: str) -> list[str]:
+    """The lines of ``err`` a user reads as messages: tqdm progress bars (stderr by design, redrawn with
+    carriage returns) are left out, so a run that fails mid-way still counts as one line."""
+    return [line for line in re.split(r"[\r\n]+", err) if line.strip() and not _PROGRESS_BAR.match(line)]
+
+
 def assert_one_line_error(result: CliResult, *fragments: str) -> str:
-    """Exit code 2, exactly one line on stderr, no traceback; the line holds every fragment. Returns it."""
+    """Exit code 2, exactly one line on stderr (progress bars aside), no traceback; the line holds every
+    fragment. Returns it."""
     assert "Traceback" not in result.err, f"a traceback instead of one line:\n{result.err}"
     assert result.code == 2, f"exit code {result.code}, expected 2; stderr:\n{result.err}"
-    lines = result.err.strip().splitlines()
+    lines = stderr_lines(result.err)
     assert len(lines) == 1, f"{len(lines)} lines on stderr, expected one:\n{result.err}"
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in the error line: {lines[0]!r}"

@@ -60,6 +60,7 @@ CASES = [(p, "plain", True) for p in PROMPTS] + [(p, "a1111", False) for p in PR
 ENCODE_CASES = [(p, ("plain", "a1111", "plain", "comfy")[i % 4], i % 4 != 1) for i, p in enumerate(ENCODE_PROMPTS)]
 
 
+@pytest.mark.slow
 def test_encode_from_eight_threads_on_one_conditioner(pipeline_folder, cached_tensors):
     """Issue: ValueError/RuntimeError now and then, and afterwards a (1, 11, hidden) tensor from the cache."""
     from sdclip import TextConditioner
