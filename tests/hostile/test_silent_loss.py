@@ -18,9 +18,7 @@ Decisions (stated here, to be documented in the README's "Guarantees"):
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -113,10 +113,9 @@ def test_score_from_eight_threads_on_one_scorer(clip_model_folder, cached_tensor
 
     rs = np.random.RandomState(0)
     images = [Image.fromarray(rs.randint(0, 256, (40, 44, 3), dtype=np.uint8)) for _ in range(2)]
-    reference_scorer = ClipScorer.from_pretrained(clip_model_folder, device="cpu")
-    reference_scorer.clear_cache()
-    reference = {p: ClipScorer(reference_scorer.model, reference_scorer.tokenizer, cache_size=0).score(images, p)
-                 for p in PROMPTS}
+    loaded = ClipScorer.from_pretrained(clip_model_folder, device="cpu")
+    alone = ClipScorer(loaded.model, loaded.tokenizer, cache_size=0)
+    reference = {p: alone.score(images, p) for p in PROMPTS}
     shared = ClipScorer.from_pretrained(clip_model_folder, device="cpu", workers=2)
 
     failures = _hammer(lambda p: _differs(shared.score(images, p), reference[p]), PROMPTS)

@@ -18,7 +18,6 @@ bite for root too:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
