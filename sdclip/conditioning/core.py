@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PromptError
+from ..errors import ModelSourceError, PromptError
 from ..prompts.chunking import ChunkedPrompt, empty_chunk
 from .weighting import apply_weights
 
@@ -103,6 +103,13 @@ def encode_chunks(
         unique.setdefault(empty.ids, len(unique))
     unique_ids = torch.tensor(list(unique), dtype=torch.long, device=device)  # (U, T)
     unique_hidden, unique_pooled = run_encoder(model, spec, unique_ids, eos_token_id=eos_token_id, clip_skip=clip_skip)
+    if not (torch.isfinite(unique_hidden).all() and torch.isfinite(unique_pooled).all()):  # one reduction each
+        bad = next(i for i, chunk in enumerate(chunks) if not torch.isfinite(unique_hidden[unique[chunk.ids]]).all())
+        name = names[bad] if names is not None else f"chunk {bad}"
+        raise ModelSourceError(
+            f"prompt {_shown(name)}: the text encoder's output is infinite or NaN in {unique_hidden.dtype} (its "
+            "weights overflow); check the checkpoint, or load it in fp32 if it overflows in fp16/bf16"
+        )
     row = torch.tensor([unique[chunk.ids] for chunk in chunks], device=device)  # (N,)
     hidden, pooled, ids = unique_hidden[row], unique_pooled[row], unique_ids[row]
     if weighting is None:
@@ -121,11 +128,18 @@ def encode_chunks(
         name = names[bad] if names is not None else f"chunk {bad}"
         largest = max(chunks[bad].weights, key=abs)
         raise PromptError(
-            f"prompt {name[:200]!r}: weight {largest:g} makes the conditioning infinite or NaN in {hidden.dtype}; "
-            "use weights of a sensible size (usually 0 to 2)"
+            f"prompt {_shown(name)}: weight {largest:g} makes the conditioning infinite or NaN in {hidden.dtype}; "
+            "use weights of a sensible size (usually 0 to 2; each level of nested brackets multiplies by 1.1)"
         )
     hidden[weighted] = result
     return hidden, pooled, ids
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """``text`` quoted, its middle cut when long, so both ends (where weights usually sit) show."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit // 2]!r}...{text[-limit // 2 :]!r}"
 
 
 def pad_chunks(

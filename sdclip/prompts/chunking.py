@@ -210,9 +210,15 @@ def _tokenize(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
 
 def _diffusers_chunk(text: str, tokenizer: Tokenizer) -> ChunkedPrompt:
     length = CHUNK_LENGTH + 2
-    ids = tokenizer(text, padding="max_length", max_length=length, truncation=True)["input_ids"]
+    # One call, always with the same settings (no truncation, no padding): a fast tokenizer keeps its
+    # truncation and padding as shared state, so calls with different settings from several threads
+    # would tokenize with each other's. The cut and the padding are done here, as transformers does them.
     untruncated = tokenizer(text, truncation=False, verbose=False)["input_ids"]  # BOS ... EOS
     n_tokens = len(untruncated) - 2
+    if n_tokens > CHUNK_LENGTH:
+        ids = untruncated[: length - 1] + untruncated[-1:]  # BOS, the first 75 tokens, EOS
+    else:
+        ids = untruncated + [tokenizer.pad_token_id] * (length - len(untruncated))
     # diffusers warns with batch_decode(untruncated[:, 76:-1]): the tokens past the 75 kept ones.
     truncated_text = tokenizer.decode(untruncated[length - 1 : -1]) if n_tokens > CHUNK_LENGTH else None
     chunk = TokenChunk(ids=tuple(ids), weights=(1.0,) * length, n_tokens=min(n_tokens, CHUNK_LENGTH))
