@@ -211,7 +211,7 @@ class _Payload:
 
 PICKLE_REFUSAL = (
     "checkpoint '{}': holds objects other than tensors (code or custom classes), which "
-    "torch.load(weights_only=True) refuses to run; convert it to .safetensors where you trust it"
+    "sdclip's safe loader does not run; convert it to .safetensors where you trust it"
 )
 
 
