@@ -12,8 +12,11 @@ ranks everything at the end. No pair is ever written twice.
 Safety: ``--out`` is locked (``<out>.lock``) while a run writes it; an output that is one of the inputs
 is refused; a non-empty ``--out`` is refused without ``--resume`` or ``--overwrite``, before the model
 loads; ``--overwrite`` writes a temporary file and replaces ``--out`` only when the run succeeds.
-Resume compares images by their resolved path (``./a.png`` and ``/abs/a.png`` are one image; relative
-paths resolve against the working directory) and writes them as given.
+Resume compares images by their resolved path (``./a.png`` and ``/abs/a.png`` are one image) and writes
+them as given. A relative path in ``--out`` resolves against the working directory, or, where it names no
+file from there but does from ``--out``'s folder, against that folder (so a resume from another working
+directory finds the rows the first run wrote); a row that matches neither but looks like an image to
+score is refused rather than scored twice.
 """
 
 from __future__ import annotations
@@ -175,6 +178,20 @@ def _key(image: str, prompt: str) -> tuple[str, str]:
     return os.path.normcase(os.path.realpath(image)), prompt
 
 
+def _row_image(image: str, out: Path) -> str:
+    """Where a relative image path in ``--out`` points: from here, else from ``--out``'s folder.
+
+    A score file's relative paths are relative to the folder its first run started in, which is most often
+    the folder ``--out`` is in (``plot-scores`` looks in the same two places). The ``--out`` folder is used
+    only when it is unambiguous: the path does not exist from here and does from there. Otherwise the
+    path stays as it is and ``_check_same_folder`` refuses where it would score an image twice.
+    """
+    if os.path.isabs(image) or os.path.exists(image):
+        return image
+    beside = os.path.join(out.parent, image)
+    return beside if os.path.exists(beside) else image
+
+
 def _check_same_folder(out: Path, done: list[ScoreRow], pairs: list[tuple[str, str]]) -> None:
     """Refuse a resume from another working directory that would score images of ``done`` again.
 
@@ -186,7 +203,7 @@ def _check_same_folder(out: Path, done: list[ScoreRow], pairs: list[tuple[str, s
     for image, prompt in pairs:
         candidates.setdefault((os.path.basename(image), prompt), []).append(image)
     for row in done:
-        if os.path.isabs(row.image) or os.path.exists(row.image):
+        if os.path.isabs(row.image) or os.path.exists(_row_image(row.image, out)):
             continue
         tail = os.sep + os.path.normpath(row.image)
         for image in candidates.get((os.path.basename(row.image), row.prompt), []):
@@ -216,9 +233,10 @@ def run(args: argparse.Namespace) -> int:
                               "--overwrite to replace it")
         done: list[ScoreRow] = []
         if existing and args.resume:
-            done = list({_key(r.image, r.prompt): r for r in read_resume_rows(out, name="--out") if not r.error}.values())
+            done = list({_key(_row_image(r.image, out), r.prompt): r
+                         for r in read_resume_rows(out, name="--out") if not r.error}.values())
             _check_same_folder(out, done, pairs)
-            finished = {_key(row.image, row.prompt) for row in done}
+            finished = {_key(_row_image(row.image, out), row.prompt) for row in done}
             wanted = {_key(*pair) for pair in pairs}
             pairs = [pair for pair in pairs if _key(*pair) not in finished]
             stderr().print(f"resuming {shown(str(out))}: {len(wanted & finished)} pairs already scored, "

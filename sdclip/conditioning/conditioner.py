@@ -98,6 +98,7 @@ class TextConditioner:
         local_files_only: bool | None = None,
         allow_pickle: bool = False,
         cache_size: int = 256,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> TextConditioner:
         """Load the text encoder(s) and tokenizer(s) from a hub id, CLIP folder, pipeline folder or checkpoint.
 
@@ -116,6 +117,10 @@ class TextConditioner:
             local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
             allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` files, loaded with ``weights_only=True``.
             cache_size: how many encoded prompts to keep; 0 disables the cache.
+            cache_bytes: the most bytes the cached tensors may hold (default 256 MiB).
+
+        Raises:
+            PromptError: ``cache_size`` or ``cache_bytes`` is not an integer >= 0 (checked before loading).
 
         Example:
             >>> import tempfile
@@ -124,33 +129,39 @@ class TextConditioner:
             >>> TextConditioner.from_pretrained(folder, device="cpu").encode("a cat").prompt_embeds.shape
             torch.Size([1, 77, 128])
         """
+        check_cache_size(cache_size)
+        check_cache_size(cache_bytes, "cache_bytes")
         options = LoadOptions(device, dtype, local_files_only, allow_pickle)
         loaded = load_encoders(source, options, subfolder=subfolder)
-        conditioner = cls._from_loaded(loaded, cache_size=cache_size)
+        conditioner = cls._from_loaded(loaded, cache_size=cache_size, cache_bytes=cache_bytes)
         conditioner._owns_models = True
         return conditioner
 
     @classmethod
-    def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int, trainable: bool = False) -> TextConditioner:
+    def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int, cache_bytes: int = DEFAULT_MAX_BYTES,
+                     trainable: bool = False) -> TextConditioner:
         if not loaded.sdxl:
-            return cls(loaded.encoders, cache_size=cache_size, trainable=trainable)
+            return cls(loaded.encoders, cache_size=cache_size, cache_bytes=cache_bytes, trainable=trainable)
         return cls(
             loaded.encoders,
             specs=[SDXL_SPEC] * len(loaded.encoders),
             cache_size=cache_size,
+            cache_bytes=cache_bytes,
             trainable=trainable,
             pipeline_takes_pooled=True,
             force_zeros_for_empty_prompt=loaded.force_zeros_for_empty_prompt,
         )
 
     @classmethod
-    def from_pipeline(cls, pipe: Any, *, cache_size: int = 256, trainable: bool = False) -> TextConditioner:
+    def from_pipeline(cls, pipe: Any, *, cache_size: int = 256, cache_bytes: int = DEFAULT_MAX_BYTES,
+                      trainable: bool = False) -> TextConditioner:
         """Use the text encoders and tokenizers of a loaded diffusers pipeline (shared, not copied).
 
         Works with ``StableDiffusionPipeline`` and the SDXL pipelines (base, refiner, img2img,
         inpaint); the SDXL rules and ``force_zeros_for_empty_prompt`` come from the pipeline. The
         pipeline's modules are never changed: ``load_textual_inversion`` works on copies.
         ``trainable=True`` encodes with gradients into the pipeline's encoders (see the class).
+        ``cache_size`` and ``cache_bytes`` bound the prompt cache as in the constructor.
 
         Raises:
             ModelSourceError: the pipeline has a text encoder that is not CLIP (Flux, SD3).
@@ -161,7 +172,10 @@ class TextConditioner:
             >>> cond.encode("a cat").prompt_embeds.shape
             torch.Size([1, 77, 320])
         """
-        return cls._from_loaded(pipeline_encoders(pipe), cache_size=cache_size, trainable=trainable)
+        check_cache_size(cache_size)
+        check_cache_size(cache_bytes, "cache_bytes")
+        return cls._from_loaded(pipeline_encoders(pipe), cache_size=cache_size, cache_bytes=cache_bytes,
+                                trainable=trainable)
 
     @property
     def tokenizer(self) -> Any:

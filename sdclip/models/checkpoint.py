@@ -83,7 +83,7 @@ def read_pickle(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as error:
         raise ModelSourceError(
             f"checkpoint '{path}': holds objects other than tensors (code or custom classes), which "
-            "torch.load(weights_only=True) refuses to run; convert it to .safetensors where you trust it"
+            "sdclip's safe loader does not run; convert it to .safetensors where you trust it"
         ) from error
     except Exception as error:
         reason = " ".join(str(error).split())[:200]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -149,7 +150,11 @@ def _classify_folder(folder: Path, name: str) -> SourceKind:
     if (folder / "config.json").is_file():
         config = read_json(folder / "config.json")
         model_type = config.get("model_type", "")
-        model_type = model_type if isinstance(model_type, str) else ""
+        if not isinstance(model_type, str):  # transformers would fail on it later, or tokens would ignore it
+            raise ModelSourceError(
+                f"model '{name}': {folder / 'config.json'} has \"model_type\": {json.dumps(model_type)}, expected a "
+                "string such as \"clip_text_model\" (or no such key)"
+            )
         architectures = config.get("architectures") or []
         architectures = [arch for arch in architectures if isinstance(arch, str)] if isinstance(architectures, list) else []
         if model_type.startswith("clip") or any(arch.startswith("CLIP") for arch in architectures):

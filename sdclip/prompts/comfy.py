@@ -8,6 +8,7 @@ are literal, unbalanced brackets are plain text, runs come in ComfyUI's order an
 from __future__ import annotations
 
 import re
+import sys
 from bisect import bisect_left
 
 from ._numbers import finite_float as _finite_float
@@ -48,6 +49,7 @@ def _unescape_comfy(text: str) -> str:
 _RE_PAREN = re.compile(r"[()]")
 _RE_COLON = re.compile(":")
 _INF = float("inf")
+_MAX = sys.float_info.max
 
 
 class _Scanner:
@@ -65,15 +67,16 @@ class _Scanner:
     def __init__(self, text: str) -> None:
         self.text = text
         self.parens = [m.start() for m in _RE_PAREN.finditer(text)]
-        self.opens = [text[i] == "(" for i in self.parens]
+        self.opens = [paren == "(" for paren in _RE_PAREN.findall(text)]  # findall: no Match objects
         self.colons = [m.start() for m in _RE_COLON.finditer(text)]
-        self.partner = [-1] * len(self.parens)  # "(" index -> its ")" index, -1 if never closed
+        self.partner = partner = [-1] * len(self.parens)  # "(" index -> its ")" index, -1 if never closed
         stack: list[int] = []
+        push, pop = stack.append, stack.pop  # locals: this loop runs once per parenthesis
         for j, is_open in enumerate(self.opens):
             if is_open:
-                stack.append(j)
+                push(j)
             elif stack:
-                self.partner[stack.pop()] = j
+                partner[pop()] = j
 
     def pieces(self, lo: int, hi: int, jlo: int, jhi: int) -> list[tuple[int, int, int, int, bool]]:
         """``parse_parentheses`` of ``text[lo:hi]`` (parentheses ``jlo:jhi``), depth 0 at ``lo``.
@@ -122,11 +125,19 @@ def _parse_comfy(text: str) -> list[tuple[str, float]]:
     # so deep nesting meets no recursion limit.
     stack = [(0, len(scanner.text), 0, len(scanner.parens), 1.0, False)]
     has_colons = bool(scanner.colons)
+    parens, partner, escaped = scanner.parens, scanner.partner, "\0" in scanner.text
     while stack:
         lo, hi, jlo, jhi, weight, is_run = stack.pop()
         if is_run:
-            out.append((_unescape_comfy(scanner.text[lo:hi]), weight))
+            out.append((_unescape_comfy(scanner.text[lo:hi]) if escaped else scanner.text[lo:hi], weight))
             continue
+        # Deep nesting: while the whole range is one group with no weight literal, step inside it here
+        # (what pieces() and the stack would do one level at a time, without their per-level cost).
+        while (not has_colons and jlo < jhi and partner[jlo] == jhi - 1 and parens[jlo] == lo
+               and parens[jhi - 1] == hi - 1):
+            lo, hi, jlo, jhi = lo + 1, hi - 1, jlo + 1, jhi - 1
+            inner = weight * 1.1
+            weight = inner if -_INF < inner < _INF else (_MAX if inner > 0 else -_MAX)  # saturating, as _mul
         items = []
         for start, end, j, jend, is_group in scanner.pieces(lo, hi, jlo, jhi):
             if not is_group:
@@ -135,8 +146,8 @@ def _parse_comfy(text: str) -> list[tuple[str, float]]:
             # inner text: start + 1 .. end - 1; its parentheses: j + 1 .. jend - 1 (the last is the closer)
             inner_hi, inner_jhi = end - 1, jend - 1
             inner_weight = weight * 1.1
-            if inner_weight == _INF or inner_weight == -_INF:
-                inner_weight = _mul(weight, 1.1)
+            if inner_weight == _INF or inner_weight == -_INF:  # saturate, as _mul(weight, 1.1), inlined
+                inner_weight = _MAX if inner_weight > 0 else -_MAX
             literal = None
             if has_colons:
                 colon = scanner.weight_literal(start + 1, inner_hi, inner_jhi if inner_jhi > j + 1 else 0)

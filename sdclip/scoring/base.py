@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .._lru import LRUCache
+from .._lru import DEFAULT_MAX_BYTES, LRUCache
 from ..errors import ImageInputError, PromptError, ScorerError
 from ..prompts.lists import as_prompt_list, one_per
 from .images import image_list
@@ -77,6 +77,13 @@ def _positive_int(value: Any, name: str, *, minimum: int = 1) -> None:
         raise ScorerError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
+def _check_cache_bounds(cache_size: Any, cache_bytes: Any) -> None:
+    """``ScorerError`` unless both are integers >= 0 (``from_pretrained`` calls it before loading a model)."""
+    for value, name in ((cache_size, "cache_size"), (cache_bytes, "cache_bytes")):
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ScorerError(f"{name}: expected an integer >= 0 (0 disables the cache), got {value!r}")
+
+
 class Scorer:
     """Base of every image metric: batching, prefetching, caching and error rows around a model's math.
 
@@ -85,7 +92,8 @@ class Scorer:
         batch_size: images per model call (default 64 on CUDA, 4 elsewhere).
         preprocessing: ``"auto"``, ``"exact"`` or ``"fast"`` (see ``ClipScorer``).
         workers: threads that decode and preprocess images (default: up to 8, one per core).
-        cache_size: text encodings kept across calls.
+        cache_size: text encodings kept across calls; 0 disables the cache.
+        cache_bytes: the most bytes the cached text encodings may hold (default 256 MiB).
         exif_transpose: turn files and PIL images upright by their EXIF orientation tag first. Off
             by default, as ``CLIPImageProcessor`` (which scores the pixels as stored).
     """
@@ -100,13 +108,14 @@ class Scorer:
         preprocessing: Preprocessing = "auto",
         workers: int | None = None,
         cache_size: int = 4096,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
         exif_transpose: bool = False,
     ) -> None:
         if preprocessing not in ("auto", "exact", "fast"):
             raise ScorerError(f"preprocessing: expected 'auto', 'exact' or 'fast', got {preprocessing!r}")
         _positive_int(batch_size, "batch_size")
         _positive_int(workers, "workers")
-        _positive_int(cache_size, "cache_size", minimum=0)
+        _check_cache_bounds(cache_size, cache_bytes)
         self.preprocess_config = preprocess_config
         # CPU: past ~4 images the MLP activations (B x 257 x 4096 for ViT-L) spill out of cache and a
         # batch of 16 is no faster per image than a batch of 1 (measured on a 2-core EPYC)
@@ -114,7 +123,7 @@ class Scorer:
         self.preprocessing = preprocessing
         self.workers = workers or max(1, min(8, os.cpu_count() or 1))
         self.exif_transpose = bool(exif_transpose)
-        self._cache = LRUCache(cache_size)
+        self._cache = LRUCache(cache_size, max_bytes=cache_bytes)
         self._lock = threading.RLock()
 
     # -- what a metric implements ---------------------------------------------------------------------

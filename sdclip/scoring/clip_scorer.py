@@ -25,7 +25,8 @@ from ..models.sources import DEFAULT_MODEL
 from ..prompts.lists import as_prompt_list, one_per
 from ..prompts.truncation import warn_truncated
 from . import metrics
-from .base import ScoredBatch, Scorer, pooled_features
+from .._lru import DEFAULT_MAX_BYTES
+from .base import ScoredBatch, Scorer, _check_cache_bounds, pooled_features
 from .images import image_list
 from .pipeline import Preprocessing
 from .preprocess import PreprocessConfig
@@ -51,7 +52,8 @@ class ClipScorer(Scorer):
             ``CLIPImageProcessor`` way (tensors through PIL); ``"fast"``: everything batched on the
             model's device (files and PIL images decoded on the CPU, resized on the device).
         workers: threads that decode and preprocess images (default: up to 8, one per core).
-        cache_size: prompt encodings kept across calls.
+        cache_size: prompt encodings kept across calls; 0 disables the cache.
+        cache_bytes: the most bytes the cached prompt encodings may hold (default 256 MiB).
         exif_transpose: turn files and PIL images upright by their EXIF orientation first. Default
             False: pixels as stored, as ``CLIPImageProcessor`` sees them.
 
@@ -83,6 +85,7 @@ class ClipScorer(Scorer):
         preprocessing: Preprocessing = "auto",
         workers: int | None = None,
         cache_size: int = 4096,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
         exif_transpose: bool = False,
     ) -> None:
         self.model = model
@@ -91,7 +94,8 @@ class ClipScorer(Scorer):
         config = (preprocessor_config if isinstance(preprocessor_config, PreprocessConfig)
                   else PreprocessConfig.from_dict(preprocessor_config, image_size=image_size))
         super().__init__(preprocess_config=config, batch_size=batch_size, preprocessing=preprocessing,
-                         workers=workers, cache_size=cache_size, exif_transpose=exif_transpose)
+                         workers=workers, cache_size=cache_size, cache_bytes=cache_bytes,
+                         exif_transpose=exif_transpose)
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
 
     @classmethod
@@ -107,6 +111,8 @@ class ClipScorer(Scorer):
         local_files_only: bool | None = None,
         allow_pickle: bool = False,
         exif_transpose: bool = False,
+        cache_size: int = 4096,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> ClipScorer:
         """Load a full CLIP model (both towers) and its preprocessing from any model source.
 
@@ -121,6 +127,11 @@ class ClipScorer(Scorer):
             local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
             allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` files (loaded with ``weights_only=True``).
             exif_transpose: honour EXIF orientation (default False, as ``CLIPImageProcessor``).
+            cache_size: prompt encodings kept across calls; 0 disables the cache.
+            cache_bytes: the most bytes the cached prompt encodings may hold (default 256 MiB).
+
+        Raises:
+            ScorerError: ``cache_size`` or ``cache_bytes`` is not an integer >= 0 (checked before loading).
 
         Example:
             >>> import tempfile
@@ -131,11 +142,13 @@ class ClipScorer(Scorer):
         """
         from ..models.loading import load_clip_model
 
+        _check_cache_bounds(cache_size, cache_bytes)  # before minutes of loading
         model, tokenizer, preprocessor = load_clip_model(
             source, device=device, dtype=dtype, local_files_only=local_files_only, allow_pickle=allow_pickle
         )
         return cls(model, tokenizer, preprocessor_config=preprocessor, batch_size=batch_size,
-                   preprocessing=preprocessing, workers=workers, exif_transpose=exif_transpose)
+                   preprocessing=preprocessing, workers=workers, cache_size=cache_size, cache_bytes=cache_bytes,
+                   exif_transpose=exif_transpose)
 
     @property
     def device(self) -> torch.device:

@@ -196,13 +196,29 @@ def test_resume_matches_images_by_resolved_path(tmp_path, capsys, monkeypatch, t
         assert code == 0, err
         assert "3 pairs already scored, 0 to go" in err and scored == []
     assert [row.image for row in read_resume_rows(out)] == [f"imgs/img{i}.png" for i in range(3)]  # as given
+    monkeypatch.chdir(tmp_path / "imgs")  # another working directory: imgs/img0.png names nothing here...
+    code, _, err = cli(["score", "--images", tmp_path / "imgs", "--prompt", "x", "--model", tiny_clip_folder,
+                        "--out", out, "--resume"], capsys)
+    assert code == 0, err  # ...but does from --out's folder, where the first run started
+    assert "3 pairs already scored, 0 to go" in err and scored == []
+    assert [row.image for row in read_resume_rows(out)] == [f"imgs/img{i}.png" for i in range(3)]
+
+
+def test_resume_refuses_rows_relative_to_a_folder_it_cannot_find(tmp_path, capsys, monkeypatch, tiny_clip_folder):
+    """Rows relative to the first run's folder, which is neither this one nor --out's: refused, not scored twice."""
+    images(tmp_path / "imgs", 3)
+    (tmp_path / "results").mkdir()
+    out = tmp_path / "results" / "scores.jsonl"
+    monkeypatch.chdir(tmp_path)
+    assert cli(["score", "--images", "imgs", "--prompt", "x", "--model", tiny_clip_folder, "--out", out],
+               capsys)[0] == 0
     before = out.read_bytes()
-    monkeypatch.chdir(tmp_path / "imgs")  # another working directory: imgs/img0.png means something else here
+    monkeypatch.chdir(tmp_path / "imgs")  # imgs/img0.png names nothing here, nor beside --out
     code, _, err = cli(["score", "--images", tmp_path / "imgs", "--prompt", "x", "--model", tiny_clip_folder,
                         "--out", out, "--resume"], capsys)
     one_line_error(code, err, f"--out '{out}': its row for 'imgs/img0.png' is relative to the folder the first "
                    "run started in, not this one")
-    assert out.read_bytes() == before and scored == []
+    assert out.read_bytes() == before
 
 
 # -- #7: unwritable outputs ----------------------------------------------------------------------

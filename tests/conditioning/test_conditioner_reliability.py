@@ -177,3 +177,13 @@ def test_inference_is_still_the_default():
     assert not out.prompt_embeds.requires_grad and len(cond._cache) == 2  # "a cat" and the negative ""
     with pytest.raises(PromptError, match=r"trainable: expected True or False, got 'yes'"):
         make(trainable="yes")
+
+
+@pytest.mark.parametrize("name, value", [("cache_size", -1), ("cache_bytes", "1 MB")])
+def test_from_pretrained_checks_cache_bounds_before_loading(name, value, tmp_path, sd_pipe):
+    """A bad bound is reported before any model loads: the source here does not even exist."""
+    message = rf"{name}: expected an integer >= 0 \(0 disables the cache\), got {value!r}"
+    with pytest.raises(PromptError, match=message):
+        TextConditioner.from_pretrained(tmp_path / "no-such-model", device="cpu", **{name: value})
+    with pytest.raises(PromptError, match=message):
+        TextConditioner.from_pipeline(sd_pipe, **{name: value})

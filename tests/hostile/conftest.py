@@ -17,13 +17,14 @@ import pytest
 def _cached_tensors(owner) -> list:
     """Every tensor held by the prompt cache of a ``TextConditioner`` or ``ClipScorer``.
 
-    Today both keep an ``sdclip._lru.LRUCache`` in ``owner._cache`` whose ``_items`` is an OrderedDict of
-    key -> tensor (``ClipScorer``: one (D,) row) or key -> tuple of tensors (``TextConditioner``:
+    Today both keep an ``sdclip._lru.LRUCache`` in ``owner._cache``; its public ``items()`` gives
+    ``(key, value)`` pairs (its ``_items`` stores ``key -> (value, nbytes)`` since the byte bound), where
+    value is a tensor (``ClipScorer``: one (D,) row) or a tuple of tensors (``TextConditioner``:
     ``(hidden (k, 77, H), pooled (D,), ids (k, 77))``).
     """
     import torch
 
-    values = list(owner._cache._items.values())
+    values = [value for _, value in owner._cache.items()]
     tensors = []
     for value in values:
         for item in value if isinstance(value, (tuple, list)) else (value,):

@@ -10,6 +10,7 @@ chunks are 77 tokens) and a vocabulary at least as large as its tokenizer's.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,14 @@ def _integer_weights(sd):
 
 
 def _width_mismatch(sd):
+    """The token embedding is cut to 96 wide while every other tensor is 128 wide.
+
+    Which tensor is the "wrong" one is ambiguous (sdclip infers the width from the token embedding and
+    then names ``embeddings.position_embedding.weight`` as not fitting), so the message must name an
+    embedding tensor and say what shape it has against what was expected, whichever of the two it names.
+    """
     sd["embeddings.token_embedding.weight"] = sd["embeddings.token_embedding.weight"][:, :96]
-    return sd, "token_embedding"
+    return sd, "_embedding.weight' has shape"
 
 
 def _five_positions(sd):
@@ -73,6 +80,8 @@ def test_a_single_file_with_wrong_tensors_is_refused(sd_pipe, tmp_path, capsys, 
     with pytest.raises(ModelSourceError, match=fragment) as raised:
         TextConditioner.from_pretrained(path, device="cpu")
     assert path.name in str(raised.value)
+    if case == "width-mismatch-between-tensors":
+        assert re.search(r"has shape \(\d+, \d+\), expected \(\d+, \d+\)", str(raised.value)), str(raised.value)
     result = run_cli(["encode", "a cat", "--model", path, "--device", "cpu", "--out", tmp_path / "e.safetensors"],
                      capsys)
     assert_one_line_error(result, fragment, path.name)

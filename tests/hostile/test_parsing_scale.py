@@ -3,7 +3,7 @@
 Decision: ``parse_prompt`` runs in time linear in the text for both syntaxes. Nesting deeper than a
 documented bound may instead be refused up front with a ``PromptError`` (also within the second).
 
-Each prompt is parsed in its own child process (``sdclip.prompt_parser`` imports no torch, so it starts
+Each prompt is parsed in its own child process (``sdclip.prompts.parser`` imports no torch, so it starts
 in a fraction of a second); all children run at once. What is asserted is the work the child did, its
 CPU time (``time.process_time``), not wall-clock time, so a busy machine does not fail the test. A
 child still running after ``WALL_LIMIT`` seconds is killed and fails its case: quadratic parsing (100k
@@ -43,7 +43,7 @@ import json, sys, time
 syntax, expression = sys.argv[1], sys.argv[2]
 text = eval(expression)
 from sdclip.errors import PromptError
-from sdclip.prompt_parser import parse_prompt
+from sdclip.prompts.parser import parse_prompt
 start = time.process_time()
 try:
     runs = parse_prompt(text, syntax)

@@ -211,7 +211,7 @@ class _Payload:
 
 PICKLE_REFUSAL = (
     "checkpoint '{}': holds objects other than tensors (code or custom classes), which "
-    "torch.load(weights_only=True) refuses to run; convert it to .safetensors where you trust it"
+    "sdclip's safe loader does not run; convert it to .safetensors where you trust it"
 )
 
 
@@ -243,3 +243,14 @@ def test_a_malicious_pickle_is_refused_in_one_line_in_a_fresh_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr == f"sdclip encode: error: {PICKLE_REFUSAL.format(path)}\n"
     assert "this pickle ran code" not in result.stdout
+
+
+@pytest.mark.parametrize("value", [None, 7, ["clip"]])
+def test_a_config_whose_model_type_is_not_a_string_is_refused(tmp_path, value):
+    """``"model_type": null`` was read as "no model type" and ``sdclip tokens`` went on as if it were fine."""
+    from sdclip.models.sources import resolve_source
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": value, "architectures": ["CLIPTextModel"]}))
+    with pytest.raises(ModelSourceError, match=r"config.json has \"model_type\": .*, expected a string such as "
+                                                r"\"clip_text_model\" \(or no such key\)"):
+        resolve_source(tmp_path)

@@ -126,8 +126,10 @@ def test_degenerate_images_are_image_input_errors(scorer, png, image, message, p
      ({"workers": 0}, "workers: expected an integer >= 1, got 0"),
      ({"workers": 2.5}, "workers: expected an integer >= 1, got 2.5"),
      ({"batch_size": True}, "batch_size: expected an integer >= 1, got True"),
-     ({"cache_size": "x"}, "cache_size: expected an integer >= 0, got 'x'"),
-     ({"cache_size": -1}, "cache_size: expected an integer >= 0, got -1")],
+     # the cache bounds share the conditioner's wording: "(0 disables the cache)"
+     ({"cache_size": "x"}, r"cache_size: expected an integer >= 0 \(0 disables the cache\), got 'x'"),
+     ({"cache_size": -1}, r"cache_size: expected an integer >= 0 \(0 disables the cache\), got -1"),
+     ({"cache_bytes": 1.5}, r"cache_bytes: expected an integer >= 0 \(0 disables the cache\), got 1.5")],
 )  # fmt: skip
 def test_bad_options_are_scorer_errors(scorer, options, message):
     with pytest.raises(ScorerError, match=message) as caught:
