@@ -50,10 +50,12 @@ class ClipScorer(Scorer):
             threads), arrays/tensors batched on the model's device; ``"exact"``: everything the
             ``CLIPImageProcessor`` way (tensors through PIL); ``"fast"``: everything batched on the
             model's device (files and PIL images decoded on the CPU, resized on the device).
-        workers: threads that decode and preprocess images (default: up to 8, one per core).
+        workers: threads that decode and preprocess images (default: one per core, at most 32).
         cache_size: prompt encodings kept across calls.
         exif_transpose: turn files and PIL images upright by their EXIF orientation first. Default
             False: pixels as stored, as ``CLIPImageProcessor`` sees them.
+        gpu_decode: decode JPEG files on the GPU with nvjpeg, a batch at a time; needs
+            ``preprocessing="fast"``; used only where it can run (see ``Scorer`` and ``self.gpu_decode``).
 
     One scorer may be shared by several threads (see ``sdclip.scoring.base``).
 
@@ -84,6 +86,7 @@ class ClipScorer(Scorer):
         workers: int | None = None,
         cache_size: int = 4096,
         exif_transpose: bool = False,
+        gpu_decode: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -91,7 +94,8 @@ class ClipScorer(Scorer):
         config = (preprocessor_config if isinstance(preprocessor_config, PreprocessConfig)
                   else PreprocessConfig.from_dict(preprocessor_config, image_size=image_size))
         super().__init__(preprocess_config=config, batch_size=batch_size, preprocessing=preprocessing,
-                         workers=workers, cache_size=cache_size, exif_transpose=exif_transpose)
+                         workers=workers, cache_size=cache_size, exif_transpose=exif_transpose,
+                         gpu_decode=gpu_decode)
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
 
     @classmethod
@@ -107,6 +111,7 @@ class ClipScorer(Scorer):
         local_files_only: bool | None = None,
         allow_pickle: bool = False,
         exif_transpose: bool = False,
+        gpu_decode: bool = False,
     ) -> ClipScorer:
         """Load a full CLIP model (both towers) and its preprocessing from any model source.
 
@@ -117,10 +122,11 @@ class ClipScorer(Scorer):
             dtype: default float16 on CUDA, float32 elsewhere.
             batch_size: images per vision-tower call (default 64 on CUDA, 4 elsewhere).
             preprocessing: ``"auto"``, ``"exact"`` or ``"fast"`` (see the class).
-            workers: image decoding threads.
+            workers: image decoding threads (default: one per core, at most 32).
             local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
             allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` files (loaded with ``weights_only=True``).
             exif_transpose: honour EXIF orientation (default False, as ``CLIPImageProcessor``).
+            gpu_decode: decode JPEG files on the GPU (see the class; needs ``preprocessing="fast"``).
 
         Example:
             >>> import tempfile
@@ -135,7 +141,8 @@ class ClipScorer(Scorer):
             source, device=device, dtype=dtype, local_files_only=local_files_only, allow_pickle=allow_pickle
         )
         return cls(model, tokenizer, preprocessor_config=preprocessor, batch_size=batch_size,
-                   preprocessing=preprocessing, workers=workers, exif_transpose=exif_transpose)
+                   preprocessing=preprocessing, workers=workers, exif_transpose=exif_transpose,
+                   gpu_decode=gpu_decode)
 
     @property
     def device(self) -> torch.device:
