@@ -163,6 +163,16 @@ def test_gpu_path_scores_equal_transformers(model, files):
     assert stand_in.batches == [3, 1]  # batch [jpg, jpg, png, jpg] then [jpg, png]: JPEGs only, one call per batch
 
 
+def test_exif_transpose_keeps_files_on_pillow(model, files):
+    # nvjpeg ignores EXIF orientation: with exif_transpose the scorer decodes every file with Pillow
+    assert ClipScorer(model, load_tokenizer(), preprocessing="fast", gpu_decode=True, exif_transpose=True).gpu_decode \
+        is False
+    scorer, stand_in = with_stand_in(model, batch_size=4, exif_transpose=True)
+    scores = scorer.score(files, "a photo of a cat")
+    assert (scores - reference_scores(model, files, "a photo of a cat")).abs().max().item() < FAST_TOLERANCE
+    assert stand_in.batches == []
+
+
 def test_a_batch_the_decoder_fails_on_goes_to_the_cpu_path(model, files, tmp_path):
     bad = tmp_path / "bad.jpg"
     data = bytearray(files[0].read_bytes())
