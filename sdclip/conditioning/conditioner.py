@@ -23,8 +23,8 @@ from ..prompts.chunking import ChunkedPrompt, chunk_prompt
 from ..prompts.lists import second_prompts, validate_prompts
 from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.truncation import TruncationWarning, warn_truncated
-from .cuda_graphs import GraphedForward, encoder_forward
 from .core import build_conditioning, encode_texts
+from .cuda_graphs import GraphedForward, encoder_forward
 from .pipelines import pipeline_encoders
 from .settings import EncodeSettings, check_clip_skip, check_num_images, resolve_settings
 from .textual_inversion import expand_textual_inversion
