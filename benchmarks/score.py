@@ -37,9 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sdclip.scoring.clip_scorer import ClipScorer
+from sdclip import ClipScorer, load_tokenizer
 from sdclip.testing import L14_TEXT, L14_VISION, TINY_TEXT, TINY_VISION, random_clip_model
-from sdclip.models.tokenizer import load_tokenizer
 
 # dense fp16/bf16 tensor-core peak, TFLOP/s (no sparsity), by GPU name
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "4090": 165.0}
@@ -114,6 +113,43 @@ class Transformers4Features:
         return self.model.get_text_features(*args, **kwargs).pooler_output
 
 
+def usage_note_loop(model, processor, device: torch.device, dtype: torch.dtype) -> Callable[[list], list]:
+    """Peer (a): the CLIP usage note's loop, ``CLIPProcessor`` + ``CLIPModel`` per (prompt, images) group;
+    returns each group's scores (100 * cos), best first."""
+    scale = model.logit_scale.exp().item()
+
+    def run(work: list) -> list:
+        results = []
+        for prompt, group in work:
+            inputs = processor(text=[prompt], images=group, return_tensors="pt", padding=True)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            with torch.no_grad():
+                logits = model(**inputs).logits_per_image[:, 0].float()
+            results.append(sorted((100 * logits / scale).tolist(), reverse=True))
+        return results
+
+    return run
+
+
+def torchmetrics_per_pair(model, processor, device: torch.device, dtype: torch.dtype) -> Callable[[list], list]:
+    """Peer (b): torchmetrics' ``clip_score(image, prompt)`` once per pair, as users call it, on
+    (prompt, [(C, H, W) uint8 tensors]) groups; autocast to ``dtype`` on CUDA. Returns per-pair scores."""
+    from torchmetrics.functional.multimodal.clip_score import clip_score
+
+    tm_model = Transformers4Features(model)
+
+    def run(work: list) -> list:
+        flat = [(tensor, prompt) for prompt, group in work for tensor in group]
+        scores = []
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            for tensor, prompt in flat:
+                scores.append(clip_score(tensor, prompt, model_name_or_path=lambda: (tm_model, processor)).item())
+        return scores
+
+    return run
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -140,7 +176,6 @@ def main() -> None:
     repeats = args.repeats or (2 if args.quick else 3)
     per_prompt = 4
 
-    from torchmetrics.functional.multimodal.clip_score import clip_score
     from transformers import CLIPImageProcessor, CLIPProcessor
 
     towers = (TINY_TEXT, TINY_VISION) if args.tiny else (L14_TEXT, L14_VISION)
@@ -152,8 +187,6 @@ def main() -> None:
     groups = [(prompt, images[i * per_prompt : (i + 1) * per_prompt]) for i, prompt in enumerate(prompts)]
     pairs = [(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).to(device), prompt)
              for prompt, group in groups for im in group]  # torchmetrics takes (C, H, W) uint8 tensors
-    tm_model = Transformers4Features(model)
-    scale = model.logit_scale.exp().item()
 
     scorer = ClipScorer(model, tokenizer, batch_size=args.batch_size)
 
@@ -163,30 +196,11 @@ def main() -> None:
             return [r.scores for r in scorer.rank_groups(work)]
         return run
 
-    def usage_note_loop(work: list) -> list:
-        results = []
-        for prompt, group in work:
-            inputs = processor(text=[prompt], images=group, return_tensors="pt", padding=True)
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-            with torch.no_grad():
-                logits = model(**inputs).logits_per_image[:, 0].float()
-            results.append(sorted((100 * logits / scale).tolist(), reverse=True))
-        return results
-
-    def torchmetrics_per_pair(work: list) -> list:
-        flat = [(tensor, prompt) for prompt, group in work for tensor in group]
-        scores = []
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-            for tensor, prompt in flat:
-                scores.append(clip_score(tensor, prompt, model_name_or_path=lambda: (tm_model, processor)).item())
-        return scores
-
     tm_groups = [(prompt, [t for t, p in pairs if p == prompt]) for prompt in prompts]
     methods: dict[str, tuple[Callable, list]] = {
         "sdclip": (sdclip_run(scorer), groups),
-        "usage_note_loop": (usage_note_loop, groups),
-        "torchmetrics_per_pair": (torchmetrics_per_pair, tm_groups),
+        "usage_note_loop": (usage_note_loop(model, processor, device, dtype), groups),
+        "torchmetrics_per_pair": (torchmetrics_per_pair(model, processor, device, dtype), tm_groups),
     }
     if device.type == "cuda":
         methods["sdclip_fast"] = (sdclip_run(ClipScorer(model, tokenizer, batch_size=args.batch_size,

@@ -75,6 +75,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preprocessing", default="auto", choices=["auto", "exact", "fast"],
                         help="exact: CLIPImageProcessor's PIL resize on the CPU (auto for files); "
                         "fast: decode on the CPU, resize batched on the device")
+    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                        help="image decoding threads (default: one per core, at most 32)")
+    parser.add_argument("--gpu-decode", action="store_true",
+                        help="with --preprocessing fast on cuda: decode JPEG files on the GPU (nvjpeg, needs "
+                        "torchvision: pip install 'sdclip[gpu]'); ignored where it cannot run")
     add_model_options(parser, default=DEFAULT_MODEL)
     parser.set_defaults(run=run)
 
@@ -169,6 +174,7 @@ def _load_scorer(args: argparse.Namespace):  # noqa: ANN202
     return ClipScorer.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
         preprocessing=args.preprocessing, allow_pickle=args.allow_pickle,
+        workers=args.workers, gpu_decode=args.gpu_decode,
         local_files_only=True if args.offline else None, **options,
     )
 

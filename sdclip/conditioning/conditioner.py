@@ -23,7 +23,8 @@ from ..prompts.chunking import ChunkedPrompt, chunk_prompt
 from ..prompts.lists import second_prompts, validate_prompts
 from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.truncation import TruncationWarning, warn_truncated
-from .core import assemble_texts, encode_texts
+from .core import build_conditioning, encode_texts
+from .cuda_graphs import GraphedForward, encoder_forward
 from .pipelines import pipeline_encoders
 from .settings import EncodeSettings, check_clip_skip, check_num_images, resolve_settings
 from .textual_inversion import expand_textual_inversion
@@ -49,6 +50,10 @@ class TextConditioner:
             setting of that name: a missing negative prompt becomes zeros).
         trainable: encode with gradients (no ``inference_mode``, no cache), so a loss can train the
             text encoders; their parameters must have ``requires_grad``. Default: inference.
+        cuda_graphs: run the text encoders through CUDA graphs (one per batch size, captured on first
+            use) on a CUDA device: batch-1 latency drops to a few launches. Same tensors as without
+            (within the dtype's rounding where a batch is padded to its graph's size); on the CPU it
+            changes nothing, and with ``trainable`` it runs eagerly. See ``cuda_graph_status``.
 
     One conditioner may be shared by threads: encodes run one at a time (the tokenizers are not
     thread-safe) and the cache only ever holds complete, checked entries.
@@ -69,6 +74,7 @@ class TextConditioner:
         pipeline_takes_pooled: bool = False,
         force_zeros_for_empty_prompt: bool = False,
         trainable: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         if not encoders:
             raise PromptError("encoders: expected at least one text encoder")
@@ -86,6 +92,7 @@ class TextConditioner:
         self._lock = threading.RLock()
         self._embeddings: list[dict[str, int]] = [{} for _ in self.encoders]  # textual inversion: name -> vectors
         self._owns_models = False  # from_pretrained sets it: then embeddings may extend the models in place
+        self._graphs = GraphedForward() if cuda_graphs else None
 
     @classmethod
     def from_pretrained(
@@ -99,6 +106,7 @@ class TextConditioner:
         allow_pickle: bool = False,
         cache_size: int = 256,
         cache_bytes: int = DEFAULT_MAX_BYTES,
+        cuda_graphs: bool = False,
     ) -> TextConditioner:
         """Load the text encoder(s) and tokenizer(s) from a hub id, CLIP folder, pipeline folder or checkpoint.
 
@@ -118,6 +126,7 @@ class TextConditioner:
             allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` files, loaded with ``weights_only=True``.
             cache_size: how many encoded prompts to keep; 0 disables the cache.
             cache_bytes: the most bytes the cached tensors may hold (default 256 MiB).
+            cuda_graphs: replay the encoders' forward from CUDA graphs on a CUDA device (see the class).
 
         Raises:
             PromptError: ``cache_size`` or ``cache_bytes`` is not an integer >= 0 (checked before loading).
@@ -133,34 +142,36 @@ class TextConditioner:
         check_cache_size(cache_bytes, "cache_bytes")
         options = LoadOptions(device, dtype, local_files_only, allow_pickle)
         loaded = load_encoders(source, options, subfolder=subfolder)
-        conditioner = cls._from_loaded(loaded, cache_size=cache_size, cache_bytes=cache_bytes)
+        conditioner = cls._from_loaded(loaded, cache_size=cache_size, cache_bytes=cache_bytes, cuda_graphs=cuda_graphs)
         conditioner._owns_models = True
         return conditioner
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int, cache_bytes: int = DEFAULT_MAX_BYTES,
-                     trainable: bool = False) -> TextConditioner:
+                     trainable: bool = False, cuda_graphs: bool = False) -> TextConditioner:
         if not loaded.sdxl:
-            return cls(loaded.encoders, cache_size=cache_size, cache_bytes=cache_bytes, trainable=trainable)
+            return cls(loaded.encoders, cache_size=cache_size, cache_bytes=cache_bytes, trainable=trainable,
+                       cuda_graphs=cuda_graphs)
         return cls(
             loaded.encoders,
             specs=[SDXL_SPEC] * len(loaded.encoders),
             cache_size=cache_size,
             cache_bytes=cache_bytes,
             trainable=trainable,
+            cuda_graphs=cuda_graphs,
             pipeline_takes_pooled=True,
             force_zeros_for_empty_prompt=loaded.force_zeros_for_empty_prompt,
         )
 
     @classmethod
     def from_pipeline(cls, pipe: Any, *, cache_size: int = 256, cache_bytes: int = DEFAULT_MAX_BYTES,
-                      trainable: bool = False) -> TextConditioner:
+                      trainable: bool = False, cuda_graphs: bool = False) -> TextConditioner:
         """Use the text encoders and tokenizers of a loaded diffusers pipeline (shared, not copied).
 
         Works with ``StableDiffusionPipeline`` and the SDXL pipelines (base, refiner, img2img,
         inpaint); the SDXL rules and ``force_zeros_for_empty_prompt`` come from the pipeline. The
         pipeline's modules are never changed: ``load_textual_inversion`` works on copies.
-        ``trainable=True`` encodes with gradients into the pipeline's encoders (see the class).
+        ``trainable=True`` encodes with gradients into the pipeline's encoders; ``cuda_graphs`` as in the class.
         ``cache_size`` and ``cache_bytes`` bound the prompt cache as in the constructor.
 
         Raises:
@@ -175,7 +186,7 @@ class TextConditioner:
         check_cache_size(cache_size)
         check_cache_size(cache_bytes, "cache_bytes")
         return cls._from_loaded(pipeline_encoders(pipe), cache_size=cache_size, cache_bytes=cache_bytes,
-                                trainable=trainable)
+                                trainable=trainable, cuda_graphs=cuda_graphs)
 
     @property
     def tokenizer(self) -> Any:
@@ -196,8 +207,14 @@ class TextConditioner:
         return self.encoders[0].model.dtype
 
     def clear_cache(self) -> None:
-        """Forget every cached encoding (done for you when the vocabulary changes)."""
+        """Forget every cached encoding (done for you when the vocabulary changes); CUDA graphs stay."""
         self._cache.clear()
+
+    @property
+    def cuda_graph_status(self) -> dict | None:
+        """None without ``cuda_graphs``; else ``{"graphs", "replays", "eager_calls", "disabled"}``: graphs
+        captured, encoder calls that replayed one or ran eagerly (CPU, over 128 rows), why graphs stopped."""
+        return None if self._graphs is None else self._graphs.status
 
     def _grad_context(self) -> contextlib.AbstractContextManager:
         import torch
@@ -210,10 +227,14 @@ class TextConditioner:
         """``core.encode_texts`` for encoder ``index`` through the cache (none when trainable); hold the lock."""
         if not texts:
             return {}
+        model, spec = self.encoders[index].model, self.specs[index]
+        forward = None if self._graphs is None else encoder_forward(
+            self._graphs, index, model, spec, eos_token_id=self.encoders[index].tokenizer.eos_token_id,
+            clip_skip=settings.clip_skip)
         return encode_texts(
             self.encoders[index].model, self.encoders[index].tokenizer, self.specs[index], list(dict.fromkeys(texts)),
             settings, chunk=lambda text: self._chunk(index, text, settings), truncated=truncated,
-            cache=None if self.trainable else self._cache, cache_key=(index,),
+            cache=None if self.trainable else self._cache, cache_key=(index,), forward=forward,
         )  # fmt: skip
 
     # -- tokens -------------------------------------------------------------------------------------
@@ -347,8 +368,6 @@ class TextConditioner:
             >>> sdxl.encode("a cat", prompt_2="oil painting").pooled_prompt_embeds.shape  # SDXL: (1, 1280); tiny: 160
             torch.Size([1, 160])
         """
-        import torch
-
         prompts, negatives = validate_prompts(prompt, negative_prompt)
         if len(self.encoders) < 2 and (prompt_2 is not None or negative_prompt_2 is not None):
             raise PromptError(
@@ -384,29 +403,5 @@ class TextConditioner:
                 sides.append(((texts, encoded), (negative_texts, negative_encoded)))
         for text, dropped in dict.fromkeys(truncated):
             warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
-        n_chunks = max(len(encoded[text][2]) for side in sides for texts, encoded in side for text in texts)
-
-        def chunks(side: int) -> tuple[ChunkedPrompt | None, ...]:  # the first encoder's, per output row
-            texts, encoded = sides[0][side]
-            return tuple(encoded[text][3] if texts else None for text in texts or prompts
-                         for _ in range(num_images_per_prompt))  # fmt: skip
-
-        prompt_embeds, pooled, prompt_ids = assemble_texts([side[0] for side in sides], n_chunks, num_images_per_prompt)
-        if zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
-            negative_embeds, negative_pooled = torch.zeros_like(prompt_embeds), torch.zeros_like(pooled)
-            negative_ids = torch.full_like(prompt_ids, -1)
-        else:
-            negative_embeds, negative_pooled, negative_ids = assemble_texts(
-                [side[1] for side in sides], n_chunks, num_images_per_prompt
-            )
-        return Conditioning(
-            prompt_embeds=prompt_embeds,
-            pooled_prompt_embeds=pooled,
-            negative_prompt_embeds=negative_embeds,
-            negative_pooled_prompt_embeds=negative_pooled,
-            prompt_ids=prompt_ids,
-            negative_prompt_ids=negative_ids,
-            pipeline_takes_pooled=self.pipeline_takes_pooled,
-            prompt_chunks=chunks(0),
-            negative_chunks=chunks(1),
-        )
+        return build_conditioning(sides, prompts, num_images_per_prompt, zero_negative=zero_negative,
+                                  pipeline_takes_pooled=self.pipeline_takes_pooled)

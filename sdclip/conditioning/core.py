@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
     from ..prompts.chunking import TokenChunk
     from .settings import EncodeSettings
-    from .types import EncoderSpec
+    from .types import Conditioning, EncoderSpec
 
-__all__ = ["assemble", "assemble_texts", "encode_chunks", "encode_texts", "pad_chunks", "run_encoder"]
+__all__ = ["assemble", "assemble_texts", "build_conditioning", "encode_chunks", "encode_texts", "pad_chunks", "run_encoder"]
 
 
 def run_encoder(
@@ -72,12 +72,15 @@ def encode_chunks(
     empty: TokenChunk | None = None,
     empty_hidden: torch.Tensor | None = None,
     names: Sequence[str] | None = None,
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Encode chunks and apply their weights: ``(hidden (N, T, H), pooled (N, D), ids (N, T))``.
 
     Identical chunks run through the model once. Chunks whose weights are all 1 come back exactly as
     encoded. ``weighting="comfy"`` moves weighted tokens away from the empty chunk's encoding:
-    ``empty_hidden`` (T, H) when known, else ``empty`` is encoded alongside.
+    ``empty_hidden`` (T, H) when known, else ``empty`` is encoded alongside. ``forward``
+    (``ids (U, T) -> (hidden, pooled)``) replaces ``run_encoder`` for the model call, e.g.
+    ``cuda_graphs.encoder_forward``; by default the model runs eagerly.
 
     Raises:
         PromptError: a weighted chunk is not finite in the model's dtype (a weight too large); the
@@ -102,7 +105,11 @@ def encode_chunks(
             raise PromptError("empty: weighting 'comfy' needs the empty chunk or its hidden states (empty_hidden)")
         unique.setdefault(empty.ids, len(unique))
     unique_ids = torch.tensor(list(unique), dtype=torch.long, device=device)  # (U, T)
-    unique_hidden, unique_pooled = run_encoder(model, spec, unique_ids, eos_token_id=eos_token_id, clip_skip=clip_skip)
+    if forward is None:
+        unique_hidden, unique_pooled = run_encoder(model, spec, unique_ids, eos_token_id=eos_token_id,
+                                                   clip_skip=clip_skip)
+    else:
+        unique_hidden, unique_pooled = forward(unique_ids)
     if not (torch.isfinite(unique_hidden).all() and torch.isfinite(unique_pooled).all()):  # one reduction each
         bad = next(i for i, chunk in enumerate(chunks) if not torch.isfinite(unique_hidden[unique[chunk.ids]]).all())
         name = names[bad] if names is not None else f"chunk {bad}"
@@ -195,6 +202,7 @@ def encode_texts(
     truncated: list[tuple[str, str]] | None = None,
     cache: Any = None,
     cache_key: tuple = (),
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str | None, tuple]:
     """Per unique text: ``(hidden (k, T, H), pooled (D,), ids (k, T), ChunkedPrompt)``, through ``cache``.
 
@@ -203,6 +211,7 @@ def encode_texts(
     ``chunk`` turns a text into chunks; texts cut by truncation are added to ``truncated``. ``cache``
     (``get`` / ``put``, keyed ``(*cache_key, text, settings)``) receives contiguous copies, each checked
     against its chunks, so an entry never keeps a whole batch alive and is never of the wrong shape.
+    ``forward`` is passed to :func:`encode_chunks` (the model call; default: eager ``run_encoder``).
 
     Example:
         >>> from sdclip.conditioning.settings import resolve_settings
@@ -234,7 +243,7 @@ def encode_texts(
     hidden, pooled, ids = encode_chunks(
         model, spec, [one for _, one in flat], eos_token_id=tokenizer.eos_token_id, clip_skip=settings.clip_skip,
         weighting=settings.weighting, empty=empty, empty_hidden=results[None][0][0] if None in results else None,
-        names=[text or "" for text, _ in flat],
+        names=[text or "" for text, _ in flat], forward=forward,
     )  # fmt: skip
     start = 0
     for text, prompt in chunked.items():
@@ -278,3 +287,57 @@ def assemble_texts(
 
     n_rows = len(encoded[0][0])
     return assemble([[padded(entries, texts[row]) for texts, entries in encoded] for row in range(n_rows)], repeats)
+
+
+def build_conditioning(
+    sides: list[tuple[tuple[list[str], dict], tuple[list[str], dict]]],
+    prompts: list[str],
+    repeats: int,
+    *,
+    zero_negative: bool = False,
+    pipeline_takes_pooled: bool = False,
+) -> Conditioning:
+    """The ``Conditioning`` of one ``encode`` call from each encoder's ``((texts, encoded), (negative
+    texts, encoded))`` (``encode_texts``' results): both sides padded to the batch's largest number of
+    chunks, each row repeated ``repeats`` times; ``zero_negative`` gives zero negatives (ids -1), as
+    diffusers' SDXL pipelines. ``prompts`` are the first encoder's prompts (the rows' chunks).
+
+    Example:
+        >>> from sdclip.conditioning.settings import resolve_settings
+        >>> from sdclip.conditioning.types import EncoderSpec
+        >>> from sdclip.prompts.chunking import chunk_prompt
+        >>> out = encode_texts(cond.text_encoder, cond.tokenizer, EncoderSpec(), ["a cat", ""],
+        ...                    resolve_settings(None, "plain", True, None),
+        ...                    chunk=lambda text: chunk_prompt(text, cond.tokenizer))
+        >>> result = build_conditioning([((["a cat"], out), ([""], out))], ["a cat"], 2)
+        >>> result.prompt_embeds.shape, result.negative_prompt_embeds.shape
+        (torch.Size([2, 77, 128]), torch.Size([2, 77, 128]))
+    """
+    import torch
+
+    from .types import Conditioning
+
+    n_chunks = max(len(encoded[text][2]) for side in sides for texts, encoded in side for text in texts)
+
+    def chunks(side: int) -> tuple[ChunkedPrompt | None, ...]:  # the first encoder's, per output row
+        texts, encoded = sides[0][side]
+        return tuple(encoded[text][3] if texts else None for text in texts or prompts
+                     for _ in range(repeats))  # fmt: skip
+
+    prompt_embeds, pooled, prompt_ids = assemble_texts([side[0] for side in sides], n_chunks, repeats)
+    if zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
+        negative_embeds, negative_pooled = torch.zeros_like(prompt_embeds), torch.zeros_like(pooled)
+        negative_ids = torch.full_like(prompt_ids, -1)
+    else:
+        negative_embeds, negative_pooled, negative_ids = assemble_texts([side[1] for side in sides], n_chunks, repeats)
+    return Conditioning(
+        prompt_embeds=prompt_embeds,
+        pooled_prompt_embeds=pooled,
+        negative_prompt_embeds=negative_embeds,
+        negative_pooled_prompt_embeds=negative_pooled,
+        prompt_ids=prompt_ids,
+        negative_prompt_ids=negative_ids,
+        pipeline_takes_pooled=pipeline_takes_pooled,
+        prompt_chunks=chunks(0),
+        negative_chunks=chunks(1),
+    )

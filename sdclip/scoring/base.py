@@ -22,7 +22,6 @@ outside the lock. The lock is never held while a generator is suspended, so an a
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from .._lru import DEFAULT_MAX_BYTES, LRUCache
 from ..errors import ImageInputError, PromptError, ScorerError
 from ..prompts.lists import as_prompt_list, one_per
+from .gpu_decode import default_workers, device_index, jpeg_decoder
 from .images import image_list
 from .pipeline import ImagePipeline, Preprocessing
 from .preprocess import PreprocessConfig
@@ -91,11 +91,16 @@ class Scorer:
         preprocess_config: how images become the model's pixels.
         batch_size: images per model call (default 64 on CUDA, 4 elsewhere).
         preprocessing: ``"auto"``, ``"exact"`` or ``"fast"`` (see ``ClipScorer``).
-        workers: threads that decode and preprocess images (default: up to 8, one per core).
+        workers: threads that decode and preprocess images (default: one per core, at most 32).
         cache_size: text encodings kept across calls; 0 disables the cache.
         cache_bytes: the most bytes the cached text encodings may hold (default 256 MiB).
         exif_transpose: turn files and PIL images upright by their EXIF orientation tag first. Off
             by default, as ``CLIPImageProcessor`` (which scores the pixels as stored).
+        gpu_decode: decode JPEG files on the GPU with nvjpeg (torchvision's ``decode_jpeg``, the ``gpu``
+            extra), a batch at a time; needs ``preprocessing="fast"``. Used only where it can run (a
+            CUDA model, an importable torchvision, no ``exif_transpose``; ``self.gpu_decode`` says
+            whether it does); other files decode on the CPU. Pixels may differ from Pillow's by a few
+            8-bit levels.
     """
 
     uses_text: ClassVar[bool] = True
@@ -110,9 +115,13 @@ class Scorer:
         cache_size: int = 4096,
         cache_bytes: int = DEFAULT_MAX_BYTES,
         exif_transpose: bool = False,
+        gpu_decode: bool = False,
     ) -> None:
         if preprocessing not in ("auto", "exact", "fast"):
             raise ScorerError(f"preprocessing: expected 'auto', 'exact' or 'fast', got {preprocessing!r}")
+        if gpu_decode and preprocessing != "fast":
+            raise ScorerError(f"gpu_decode: needs preprocessing='fast' (GPU-decoded images are resized on the "
+                              f"device), got preprocessing={preprocessing!r}")
         _positive_int(batch_size, "batch_size")
         _positive_int(workers, "workers")
         _check_cache_bounds(cache_size, cache_bytes)
@@ -121,8 +130,10 @@ class Scorer:
         # batch of 16 is no faster per image than a batch of 1 (measured on a 2-core EPYC)
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 4)
         self.preprocessing = preprocessing
-        self.workers = workers or max(1, min(8, os.cpu_count() or 1))
+        self.workers = workers or default_workers()
         self.exif_transpose = bool(exif_transpose)
+        self._jpeg_decode = jpeg_decoder(self.device) if gpu_decode and not self.exif_transpose else None
+        self.gpu_decode = self._jpeg_decode is not None  # what runs: False on the CPU or without torchvision
         self._cache = LRUCache(cache_size, max_bytes=cache_bytes)
         self._lock = threading.RLock()
 
@@ -169,7 +180,7 @@ class Scorer:
         """A fresh pipeline from image inputs to pixels on this scorer's device (one per call: no shared state)."""
         return ImagePipeline(self.preprocess_config, device=self.device, dtype=self.dtype, batch_size=self.batch_size,
                              preprocessing=self.preprocessing, workers=self.workers,
-                             exif_transpose=self.exif_transpose)
+                             exif_transpose=self.exif_transpose, jpeg_decode=self._jpeg_decode)
 
     def _encode_texts(self, texts: Sequence[str], known: dict[str, torch.Tensor]) -> None:
         """Add each text's features ((D,) float32) to ``known``: from the cache, else the model."""
@@ -203,7 +214,8 @@ class Scorer:
             features = torch.full((batch.size, self.feature_dim), float("nan"), device=self.device)
             if batch.pixels is not None:
                 with self._lock:
-                    features[list(batch.ok)] = self.embed_images(batch.pixels)
+                    # index_copy_ with a device index: indexing by a list would wait for the GPU's queue
+                    features.index_copy_(0, device_index(batch.ok, self.device), self.embed_images(batch.pixels))
             yield batch.start, features, batch.errors
 
     def text_features(self, texts: str | Sequence[str], *, normalize: bool = False) -> torch.Tensor:

@@ -51,11 +51,13 @@ class ClipScorer(Scorer):
             threads), arrays/tensors batched on the model's device; ``"exact"``: everything the
             ``CLIPImageProcessor`` way (tensors through PIL); ``"fast"``: everything batched on the
             model's device (files and PIL images decoded on the CPU, resized on the device).
-        workers: threads that decode and preprocess images (default: up to 8, one per core).
+        workers: threads that decode and preprocess images (default: one per core, at most 32).
         cache_size: prompt encodings kept across calls; 0 disables the cache.
         cache_bytes: the most bytes the cached prompt encodings may hold (default 256 MiB).
         exif_transpose: turn files and PIL images upright by their EXIF orientation first. Default
             False: pixels as stored, as ``CLIPImageProcessor`` sees them.
+        gpu_decode: decode JPEG files on the GPU with nvjpeg, a batch at a time; needs
+            ``preprocessing="fast"``; used only where it can run (see ``Scorer`` and ``self.gpu_decode``).
 
     One scorer may be shared by several threads (see ``sdclip.scoring.base``).
 
@@ -87,6 +89,7 @@ class ClipScorer(Scorer):
         cache_size: int = 4096,
         cache_bytes: int = DEFAULT_MAX_BYTES,
         exif_transpose: bool = False,
+        gpu_decode: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -95,7 +98,7 @@ class ClipScorer(Scorer):
                   else PreprocessConfig.from_dict(preprocessor_config, image_size=image_size))
         super().__init__(preprocess_config=config, batch_size=batch_size, preprocessing=preprocessing,
                          workers=workers, cache_size=cache_size, cache_bytes=cache_bytes,
-                         exif_transpose=exif_transpose)
+                         exif_transpose=exif_transpose, gpu_decode=gpu_decode)
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
 
     @classmethod
@@ -111,6 +114,7 @@ class ClipScorer(Scorer):
         local_files_only: bool | None = None,
         allow_pickle: bool = False,
         exif_transpose: bool = False,
+        gpu_decode: bool = False,
         cache_size: int = 4096,
         cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> ClipScorer:
@@ -123,10 +127,11 @@ class ClipScorer(Scorer):
             dtype: default float16 on CUDA, float32 elsewhere.
             batch_size: images per vision-tower call (default 64 on CUDA, 4 elsewhere).
             preprocessing: ``"auto"``, ``"exact"`` or ``"fast"`` (see the class).
-            workers: image decoding threads.
+            workers: image decoding threads (default: one per core, at most 32).
             local_files_only: never touch the network (default: ``HF_HUB_OFFLINE``).
             allow_pickle: accept ``.ckpt``/``.pt``/``.bin`` files (loaded with ``weights_only=True``).
             exif_transpose: honour EXIF orientation (default False, as ``CLIPImageProcessor``).
+            gpu_decode: decode JPEG files on the GPU (see the class; needs ``preprocessing="fast"``).
             cache_size: prompt encodings kept across calls; 0 disables the cache.
             cache_bytes: the most bytes the cached prompt encodings may hold (default 256 MiB).
 
@@ -148,7 +153,7 @@ class ClipScorer(Scorer):
         )
         return cls(model, tokenizer, preprocessor_config=preprocessor, batch_size=batch_size,
                    preprocessing=preprocessing, workers=workers, cache_size=cache_size, cache_bytes=cache_bytes,
-                   exif_transpose=exif_transpose)
+                   exif_transpose=exif_transpose, gpu_decode=gpu_decode)
 
     @property
     def device(self) -> torch.device:

@@ -2,20 +2,23 @@
 
 Files are opened and decoded, and PIL images preprocessed, in worker threads while the model runs on
 the batch before (two batches ahead). ``ImagePipeline.to_pixels`` is the one place a batch of prepared
-images becomes a ``(B, 3, h, w)`` tensor on the device: a GPU decode path replaces that method (or
-``prepare``) and nothing else.
+images becomes a ``(B, 3, h, w)`` tensor on the device. With a ``jpeg_decode`` (``gpu_decode.jpeg_decoder``)
+workers only read JPEG files' bytes and each batch's JPEGs are decoded on the GPU at once (nvjpeg);
+batches reach a GPU from pinned memory and are placed with ``index_copy_``, so no batch waits for
+the GPU's queue on the host.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ImageInputError
+from .gpu_decode import decode_prepared, device_index, gpu_jpeg_bytes, stack_for_device
 from .images import as_chw_tensor, load_image
 from .preprocess import PreprocessConfig, pil_to_uint8, preprocess_pil, tensor_to_pil
 
@@ -24,7 +27,8 @@ if TYPE_CHECKING:
 
 Preprocessing = Literal["auto", "exact", "fast"]
 # what a worker thread hands back for one image: ("pixels", (3, h, w) float32 exact pixels),
-# ("raw", (3, H, W) uint8 or float tensor for the batched device path) or ("error", message)
+# ("raw", (3, H, W) uint8 or float tensor for the batched device path), ("jpeg", (path, bytes)) for the
+# GPU decoder, or ("error", message)
 Prepared = tuple[str, Any]
 
 
@@ -57,6 +61,7 @@ class ImagePipeline:
         preprocessing: ``"auto"``, ``"exact"`` or ``"fast"`` (see ``ClipScorer``).
         workers: decoding threads.
         exif_transpose: turn files and PIL images upright by their EXIF orientation tag first.
+        jpeg_decode: a batched GPU JPEG decoder (``gpu_decode.jpeg_decoder``), or None to decode on the CPU.
 
     Example:
         >>> import torch
@@ -75,6 +80,7 @@ class ImagePipeline:
         preprocessing: Preprocessing = "auto",
         workers: int = 1,
         exif_transpose: bool = False,
+        jpeg_decode: Callable[[list], list] | None = None,
     ) -> None:
         import torch
 
@@ -85,9 +91,16 @@ class ImagePipeline:
         self.preprocessing = preprocessing
         self.workers = workers
         self.exif_transpose = exif_transpose
+        self.jpeg_decode = jpeg_decode
 
-    def prepare(self, item: Any, index: int) -> Prepared:
-        """CPU-side work for one image (runs in a worker thread); never raises."""
+    def prepare(self, item: Any, index: int, *, cpu: bool = False) -> Prepared:
+        """CPU-side work for one image (runs in a worker thread); never raises. With a ``jpeg_decode``
+        (and not ``cpu``), JPEG files nvjpeg reads as Pillow does are only read: ("jpeg", (path, bytes))."""
+        # EXIF orientation is applied by Pillow only: such files stay on the CPU path
+        if self.jpeg_decode is not None and not cpu and not self.exif_transpose and isinstance(item, os.PathLike):
+            data = gpu_jpeg_bytes(item)
+            if data is not None:
+                return "jpeg", (item, data)
         try:
             if isinstance(item, os.PathLike):
                 item = load_image(item, exif_transpose=self.exif_transpose)
@@ -124,14 +137,14 @@ class ImagePipeline:
         pixels = torch.empty(len(ok), 3, h, w, dtype=self.dtype, device=self.device)
         exact = [k for k, i in enumerate(ok) if prepared[i][0] == "pixels"]
         raw = [k for k, i in enumerate(ok) if prepared[i][0] == "raw"]
-        if exact:
-            stacked = torch.stack([prepared[ok[k]][1] for k in exact])
-            if self.device.type == "cuda":
-                stacked = stacked.pin_memory()
-            pixels[exact] = stacked.to(self.device, non_blocking=True).to(self.dtype)
+        if exact:  # pinned on CUDA; index_copy_ with a device index: no host wait for the GPU
+            stacked = stack_for_device([prepared[ok[k]][1] for k in exact], self.device)
+            pixels.index_copy_(0, device_index(exact, self.device),
+                               stacked.to(self.device, non_blocking=True).to(self.dtype))
         if raw:
-            pixels[raw] = preprocess_tensors([prepared[ok[k]][1] for k in raw], self.config,
-                                             device=self.device, dtype=self.dtype)
+            pixels.index_copy_(0, device_index(raw, self.device),
+                               preprocess_tensors([prepared[ok[k]][1] for k in raw], self.config,
+                                                  device=self.device, dtype=self.dtype))
         return pixels, ok
 
     def batches(self, items: Sequence[Any]) -> Iterator[PixelBatch]:
@@ -147,6 +160,9 @@ class ImagePipeline:
                 prepared = [future.result() for future in pending.popleft()]
                 if number + 2 < len(starts):
                     pending.append(submit(starts[number + 2]))
+                if self.jpeg_decode is not None:  # this batch's JPEG files, decoded on the GPU at once
+                    prepared = decode_prepared(prepared, self.jpeg_decode,
+                                               lambda item, index: self.prepare(item, index, cpu=True), start)
                 errors = tuple(value if kind == "error" else None for kind, value in prepared)
                 pixels, ok = self.to_pixels(prepared)
                 yield PixelBatch(start, len(prepared), pixels, ok, errors)

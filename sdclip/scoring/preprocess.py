@@ -18,11 +18,13 @@ No file or input handling here (that is ``images.py``): tensors and PIL images i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ImageInputError, ModelSourceError
+from .gpu_decode import device_index, stack_for_device
 
 if TYPE_CHECKING:
     import torch
@@ -197,6 +199,7 @@ def preprocess_pil(image: Image.Image, config: PreprocessConfig) -> torch.Tensor
         >>> preprocess_pil(Image.new("RGB", (300, 200)), PreprocessConfig()).shape
         torch.Size([3, 224, 224])
     """
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -205,16 +208,29 @@ def preprocess_pil(image: Image.Image, config: PreprocessConfig) -> torch.Tensor
     if config.shortest_edge is not None or config.resize_to is not None:
         new_height, new_width = config.resized_size(height, width)
         rgb = rgb.resize((new_width, new_height), resample=Image.Resampling(config.resample))
-    pixels = pil_to_uint8(rgb)  # (3, H, W) uint8
-    if config.crop is not None:
-        pixels = _center_crop(pixels, config.crop)
+    # numpy, not torch: this runs in a worker thread per core, and torch's elementwise ops would each
+    # start a team of intra-op threads per worker (cores x cores threads); the arithmetic is the same
+    pixels = np.asarray(rgb)  # (H, W, 3) uint8
+    if config.crop is not None:  # as _center_crop: zero-padded first when smaller than the crop
+        (crop_h, crop_w), (height, width) = config.crop, pixels.shape[:2]
+        pad_top, pad_left, top, left = _crop_box(height, width, config.crop)
+        if pad_top or pad_left:
+            pad_h, pad_w = max(crop_h, height) - height, max(crop_w, width) - width
+            pixels = np.pad(pixels, ((pad_top, pad_h - pad_top), (pad_left, pad_w - pad_left), (0, 0)))
+        pixels = pixels[top : top + crop_h, left : left + crop_w]
     # transformers rescales in float64 and then casts to float32; doing the same keeps the last bit
-    scaled = pixels.to(torch.float64) * config.rescale_factor if config.do_rescale else pixels.to(torch.float64)
-    return _normalize(scaled.to(torch.float32), config)
+    scaled = pixels.astype(np.float64) * config.rescale_factor if config.do_rescale else pixels.astype(np.float64)
+    values = scaled.astype(np.float32)
+    if config.do_normalize:
+        values = (values - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))  # (3, h, w) float32
 
 
+@functools.lru_cache(maxsize=16)
 def _normalize_table(config: PreprocessConfig, device: Any) -> torch.Tensor:
-    """(3, 256) float32: what each 8-bit value of each channel becomes, computed as ``preprocess_pil`` does."""
+    """(3, 256) float32: what each 8-bit value of each channel becomes, computed as ``preprocess_pil`` does.
+
+    Cached: building it on the CPU and copying it to a GPU each batch would wait for the GPU's queue."""
     import torch
 
     values = torch.arange(256, dtype=torch.float64)
@@ -255,10 +271,10 @@ def preprocess_tensors(
     mode = _RESAMPLE_MODES.get(config.resample, "bicubic")
     options = {"mode": mode} if mode.startswith("nearest") else {"mode": mode, "antialias": True, "align_corners": False}
     for (shape, _, _), indices in groups.items():
-        batch = torch.stack([images[i] for i in indices])  # (B, 3, H, W)
-        if batch.device.type == "cpu" and device.type == "cuda":
-            batch = batch.pin_memory()  # so the copy below overlaps with work already queued on the GPU
-        batch = batch.to(device, non_blocking=True)
+        if images[indices[0]].device.type == "cpu":  # pinned when bound for CUDA: the copy overlaps queued work
+            batch = stack_for_device([images[i] for i in indices], device).to(device, non_blocking=True).contiguous()
+        else:
+            batch = torch.stack([images[i] for i in indices]).to(device, non_blocking=True)  # (B, 3, H, W)
         batch = batch.float() if batch.dtype == torch.uint8 else (batch.float() * 255).round()  # 0..255
         height, width = shape[-2:]
         if config.shortest_edge is not None or config.resize_to is not None:
@@ -272,5 +288,5 @@ def preprocess_tensors(
             batch = _center_crop(batch, config.crop)
         levels = batch.long()
         pixels = torch.stack([table[c][levels[:, c]] for c in range(3)], dim=1)  # (B, 3, h, w) float32
-        result[indices] = pixels.to(result.dtype)
+        result.index_copy_(0, device_index(indices, device), pixels.to(result.dtype))  # no wait for the GPU
     return result
