@@ -88,3 +88,14 @@ def two_images(tmp_path) -> list[Path]:
     from ._support import save_images
 
     return save_images(tmp_path / "imgs", 2)
+
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """The hostile suite is end to end by nature (whole CLI runs, child processes, threads, huge inputs):
+    all of it is ``slow``, so the fast lane leaves it to CI, which runs everything."""
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.slow)
