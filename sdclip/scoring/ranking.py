@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .metrics import ClipScoreState
+
 if TYPE_CHECKING:
     from .score_files import ScoreRow
 
@@ -163,4 +165,7 @@ def clip_score(rows: Sequence[ScoreRow]) -> tuple[float, int] | None:
         (20.0, 1)
     """
     scores = [row.score for row in rows if not row.error and row.score is not None and not math.isnan(row.score)]
-    return (max(sum(scores) / len(scores), 0.0), len(scores)) if scores else None
+    if not scores:
+        return None
+    state = ClipScoreState(total=math.fsum(scores), count=len(scores))  # rows hold 100 * cos already
+    return state.compute(), state.count
