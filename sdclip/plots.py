@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import SdclipError
+from .prompts.lists import printable
 from .scoring.ranking import ranked_groups
 from .scoring.score_files import ScoreRow
 
@@ -117,11 +118,6 @@ def plot_token_report(report: EmbeddingReport) -> Figure:
     return fig
 
 
-def _printable(text: str) -> str:
-    """Bytes of a name that were not UTF-8 (lone surrogates) drawn as U+FFFD instead of failing."""
-    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
-
-
 def _thumbnail(path: Path, size: int) -> tuple[object | None, str]:
     """(the image shrunk to ``size`` pixels, "") or (None, why it cannot be drawn)."""
     import warnings
@@ -199,7 +195,7 @@ def plot_ranked_grid(
     axes = fig.subplots(grid_rows, columns, squeeze=False).flatten()
     for place, (axis, row) in enumerate(zip(axes, rows), start=1):
         path = _resolve_image(row.image, roots)
-        name = _printable(Path(row.image).name)
+        name = printable(Path(row.image).name)
         rank = row.rank if row.rank is not None else place
         image, why = _thumbnail(path, thumbnail) if path is not None else (None, "")
         if image is None:
@@ -212,7 +208,7 @@ def plot_ranked_grid(
         axis.set_axis_off()
     for axis in axes[len(rows) :]:
         axis.set_visible(False)
-    fig.suptitle(_wrap(_printable(rows[0].prompt), 12 * columns), fontsize=11)
+    fig.suptitle(_wrap(printable(rows[0].prompt), 12 * columns), fontsize=11)
     return fig
 
 
@@ -241,7 +237,7 @@ def plot_score_histogram(rows: Sequence[ScoreRow], *, bins: int = 30) -> Figure:
     if 1 < len(groups) <= 6:
         for prompt, group in groups.items():
             ax.hist([row.score for row in group], bins=edges, alpha=0.55,
-                    label=textwrap.shorten(_printable(prompt), 40))
+                    label=textwrap.shorten(printable(prompt), 40))
     else:
         ax.hist(scores, bins=edges, color="tab:blue")
     mean = sum(scores) / len(scores)

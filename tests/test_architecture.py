@@ -18,7 +18,7 @@ ALLOWED = {
     "conditioning": {"errors", "prompts", "models", "_lru"},
     "scoring": {"errors", "prompts", "models", "_lru"},
     "inspection": {"errors", "prompts", "models", "conditioning"},
-    "plots": {"errors", "inspection", "scoring"},
+    "plots": {"errors", "prompts", "inspection", "scoring"},
     "compat": {"errors", "models", "scoring"},
     "testing": {"errors", "models"},
     "cli": {"errors", "prompts", "models", "conditioning", "scoring", "inspection", "plots", "compat"},

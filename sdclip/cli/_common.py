@@ -19,6 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 from rich.console import Console
 
 from ..errors import SdclipError
+from ..prompts.lists import has_lone_surrogate
+from ..prompts.lists import printable as shown  # names that were not UTF-8, printable on any terminal
 
 if TYPE_CHECKING:
     from ..models.options import LoadOptions
@@ -208,23 +210,9 @@ def same_file(out: Path, inputs: Iterable[str | os.PathLike], *, option: str = "
                               "choose another output file")
 
 
-def shown(text: str) -> str:
-    """``text`` printable on any terminal: bytes that were not UTF-8 (lone surrogates) shown as U+FFFD.
-
-    Example:
-        >>> shown("caf\\udcc3.png")
-        'caf\ufffd.png'
-    """
-    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text) if _has_surrogate(text) else text
-
-
-def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= char <= "\udfff" for char in text)
-
-
 def prompt_text(value: str) -> str:
     """argparse type for a prompt: refuse bytes that are not UTF-8 (they reach Python as lone surrogates)."""
-    if _has_surrogate(value):
+    if has_lone_surrogate(value):
         raise argparse.ArgumentTypeError(f"prompt {shown(value)!r} holds bytes that are not UTF-8; "
                                          "pass the prompt as UTF-8 text")
     return value

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..errors import SdclipError
 from ..models.sources import DEFAULT_MODEL
+from ..prompts.lists import has_lone_surrogate
 from ..scoring.score_files import COLUMNS, ENCODING, SUFFIXES, ScoreRow, read_resume_rows, write_rows
 from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
                       stderr, stdout, write_failed)
@@ -137,7 +138,7 @@ def _jsonl_pairs(name: str, text: str) -> list[tuple[str, str]]:
             if not isinstance(item, dict) or not isinstance(item.get(key), str):
                 raise SdclipError(f"--pairs '{name}' line {number}: no string '{key}' "
                                   '(expected {"image": "...", "prompt": "..."})')
-        if any("\ud800" <= char <= "\udfff" for char in item["prompt"]):
+        if has_lone_surrogate(item["prompt"]):
             raise SdclipError(f"--pairs '{name}' line {number}: the prompt holds a lone surrogate escape "
                               "(\\ud800-\\udfff); expected UTF-8 text")
         rows.append((item["image"], item["prompt"]))

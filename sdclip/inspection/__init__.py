@@ -4,25 +4,5 @@ The functions live in ``api`` and their result types in ``results``; both are re
 ``from sdclip import inspection`` then ``inspection.tokens(...)`` is the way to use them.
 """
 
-from .api import (
-    AlignedToken,
-    Comparison,
-    EmbeddingReport,
-    Neighbour,
-    SimilarityMatrix,
-    TokenList,
-    TokenStats,
-    check_options,
-    compare,
-    embedding_report,
-    nearest_tokens,
-    similarity_matrix,
-    token_similarity,
-    tokens,
-)
-
-__all__ = [
-    "AlignedToken", "Comparison", "EmbeddingReport", "Neighbour", "SimilarityMatrix", "TokenList", "TokenStats",
-    "check_options", "compare", "embedding_report", "nearest_tokens", "similarity_matrix", "token_similarity",
-    "tokens",
-]  # fmt: skip
+from .api import *  # noqa: F403  (the API, re-exported as it names itself)
+from .api import __all__  # noqa: F401

@@ -14,6 +14,28 @@ from typing import Any
 from ..errors import PromptError, PromptTypeError
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate: what Python makes of a byte that is not UTF-8.
+
+    Example:
+        >>> has_lone_surrogate("caf\\udcc3"), has_lone_surrogate("café")
+        (True, False)
+    """
+    return not text.isascii() and any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def printable(text: str) -> str:
+    """``text`` with each lone surrogate shown as U+FFFD, so it prints and draws anywhere.
+
+    Example:
+        >>> printable("caf\\udcc3.png")
+        'caf\ufffd.png'
+    """
+    if not has_lone_surrogate(text):
+        return text
+    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
+
+
 def check_unicode(text: str, name: str) -> str:
     """``text`` if it is valid Unicode text; a lone surrogate (what Python makes of a byte that is not
     UTF-8 in a file name or a command-line argument) is a ``PromptError`` naming ``name``.
