@@ -80,10 +80,15 @@ def metric_plan(args: argparse.Namespace) -> MetricPlan:
     return MetricPlan(metrics, rank_by, sources)
 
 
-def load_multi(args: argparse.Namespace, plan: MetricPlan, **options: Any) -> Any:
+def load_multi(args: argparse.Namespace, plan: MetricPlan) -> Any:
     """The ``MultiScorer`` of ``plan``, with ``sdclip score``'s loading options."""
     from ..scoring.multi import MultiScorer
 
+    options = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+               "preprocessing": args.preprocessing, "allow_pickle": args.allow_pickle, "workers": args.workers,
+               "gpu_decode": args.gpu_decode, "local_files_only": True if args.offline else None}
+    if args.exif_transpose:
+        options["exif_transpose"] = True
     return MultiScorer.from_pretrained(plan.metrics, sources=plan.sources, **options)
 
 
