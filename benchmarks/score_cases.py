@@ -29,8 +29,8 @@ def multi_vs_single(scorer, images, prompts, *, repeats: int) -> float:
     head = [(torch.randn(o, i, generator=generator) * 0.03, torch.zeros(o)) for i, o in zip(widths[:-1], widths[1:])]
     multi = MultiScorer({"clip": scorer, "aesthetic": AestheticScorer.on(scorer, head)})
     runs = {"clip alone": lambda: scorer.score(images, prompts), "clip+aesthetic": lambda: multi.score(images, prompts)}
-    for run in runs.values():
-        run()  # warm-up
+    scorer.score(images[:4], prompts[:4])  # warm-up: one batch each
+    multi.score(images[:4], prompts[:4])
     times: dict[str, list[float]] = {name: [] for name in runs}
     results = {}
     for repeat in range(repeats):

@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         raise SdclipError("--overwrite: needs --out (the file to replace)")
     out = output_path(args.out, suffixes=SUFFIXES) if args.out else None
     plan = metric_plan(args)
-    if args.report:
+    if getattr(args, "report", None):
         output_path(args.report, suffixes=(".html", ".htm"), option="--report")
     pairs = _pairs_from_args(args)
     if out is None:
