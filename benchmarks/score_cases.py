@@ -43,6 +43,9 @@ def multi_vs_single(scorer, images, prompts, *, repeats: int) -> float:
     print(f"check: clip column of the multi run vs clip alone, max |difference| {difference:.2e}")
     for name, ts in times.items():
         print(f"{name:<16} median {statistics.median(ts):.2f} s  ({len(images) / statistics.median(ts):.2f} images/s)")
+    pairs = [m / c for m, c in zip(times["clip+aesthetic"], times["clip alone"])]
+    print("per-repeat ratios (multi / single, neighbours in time): " + ", ".join(f"{r:.2f}" for r in pairs)
+          + f"; median {statistics.median(pairs):.3f}")
     ratio = statistics.median(times["clip+aesthetic"]) / statistics.median(times["clip alone"])
     print(f"RATIO multi_vs_single {ratio:.3f}")
     return ratio
