@@ -151,10 +151,17 @@ def save_model_folder(start: StartingModel, model: CLIPModel, out: str | Path) -
         ['config.json', 'model.safetensors', 'preprocessor_config.json']
     """
     from transformers import CLIPImageProcessorPil
+    from transformers.utils import logging as hf_logging
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one file of a small model: transformers' shard bar is noise
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     start.tokenizer.save_pretrained(folder)
     if start.preprocessor is not None:
         (folder / "preprocessor_config.json").write_text(json.dumps(start.preprocessor, indent=2) + "\n")

@@ -44,6 +44,7 @@ class TrainConfig:
         max_length: longest caption in tokens (None: the text tower's ``max_position_embeddings``).
         num_workers: DataLoader worker processes decoding images (0: in the training process).
         progress: show a tqdm bar on stderr.
+        plot: draw ``train_curves.png`` from the log at the end (matplotlib).
 
     Example:
         >>> TrainConfig(epochs=2, lock="image").lock
@@ -73,6 +74,7 @@ class TrainConfig:
     max_length: int | None = None
     num_workers: int = 0
     progress: bool = True
+    plot: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))

@@ -330,7 +330,7 @@ class _Run:
             model = self.model
             model.eval()
             save_model_folder(self.start, model, self.result.out)
-            if (self.result.out / LOG_FILE).is_file() and self.result.steps:
+            if self.cfg.plot and (self.result.out / LOG_FILE).is_file() and self.result.steps:
                 plot_log(self.result.out / LOG_FILE, self.result.out / CURVES_FILE)
         self.acc.wait_for_everyone()
         return self.result
