@@ -21,6 +21,7 @@ ALLOWED = {
     "plots": {"errors", "prompts", "inspection", "scoring"},
     "compat": {"errors", "models", "scoring"},
     "testing": {"errors", "models"},
+    "testing_mmdit": {"errors", "models", "testing"},
     "cli": {"errors", "prompts", "models", "conditioning", "scoring", "inspection", "plots", "compat"},
     "__main__": {"cli"},
 }
