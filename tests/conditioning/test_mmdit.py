@@ -166,3 +166,23 @@ def test_long_prompts_on_the_clip_parts_are_chunked(sd3_pipe):
             ids = out.prompt_ids[:, chunk * 77 : (chunk + 1) * 77]
             hidden = sd3_pipe.text_encoder(ids, output_hidden_states=True).hidden_states[-2]  # (1, 77, 128)
             assert_close(out.prompt_embeds[:, chunk * 77 : (chunk + 1) * 77, :128], hidden, f"chunk {chunk}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["sd3", "flux", "flux_true_cfg"])
+def test_pipeline_kwargs_give_the_same_image(case, sd3_pipe, flux_pipe):
+    import numpy as np
+
+    pipe = sd3_pipe if case == "sd3" else flux_pipe
+    cond = TextConditioner.from_pipeline(pipe)
+    common = {"num_inference_steps": 2, "height": 32, "width": 32, "output_type": "np"}
+    if case == "sd3":
+        text, kwargs = {"prompt": "a cat", "negative_prompt": "blurry"}, cond.encode("a cat", "blurry").pipeline_kwargs()
+    elif case == "flux":
+        text, kwargs = {"prompt": "a cat", "max_sequence_length": 64}, cond.encode("a cat", max_sequence_length=64).pipeline_kwargs()
+    else:
+        text = {"prompt": "a cat", "negative_prompt": "blurry", "true_cfg_scale": 2.0, "max_sequence_length": 64}
+        kwargs = {**cond.encode("a cat", "blurry", max_sequence_length=64).pipeline_kwargs(), "true_cfg_scale": 2.0}
+    expected = pipe(**text, **common, generator=torch.Generator().manual_seed(0)).images
+    actual = pipe(**kwargs, **common, generator=torch.Generator().manual_seed(0)).images
+    assert np.abs(actual - expected).max() < 1e-5
