@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PromptError
 from ..prompts.parsed import Run
 from ..prompts.syntaxes import get_syntax
+from ..prompts.tokens import PromptToken
 from .weighting import apply_weights
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["T5Tokens", "T5_WEIGHTING", "empty_t5_ids", "encode_t5_texts", "run_t5", "t5_tokens"]
+__all__ = ["T5Tokens", "T5_WEIGHTING", "empty_t5_ids", "encode_t5_texts", "list_t5_tokens", "run_t5", "t5_tokens"]
 
 T5_WEIGHTING = {"a1111": "multiply", "comfy": "comfy", "multiply": "multiply", None: None}
 """The rule T5 uses for each CLIP weighting mode (see the module)."""
@@ -59,7 +60,7 @@ def t5_tokens(text: str, tokenizer: Any, *, syntax: str = "plain", max_length: i
         >>> from sdclip.testing_mmdit import tiny_t5_tokenizer
         >>> tokens = t5_tokens("a (cat:1.5)", tiny_t5_tokenizer(), syntax="a1111", max_length=5)
         >>> tokens.ids, tokens.weights, tokens.length
-        ((4, 8, 1, 0, 0), (1.0, 1.5, 1.0, 1.0, 1.0), 3)
+        ((4, 12, 1, 0, 0), (1.0, 1.5, 1.0, 1.0, 1.0), 3)
     """
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise PromptError(f"max_sequence_length: expected an integer >= 1, got {max_length!r}")
@@ -81,6 +82,26 @@ def t5_tokens(text: str, tokenizer: Any, *, syntax: str = "plain", max_length: i
     length = len(ids) + 1
     padding = max_length - length
     return T5Tokens(tuple(ids + [eos] + [pad] * padding), tuple(weights + [1.0] * (padding + 1)), length, truncated)
+
+
+def list_t5_tokens(tokens: T5Tokens, tokenizer: Any) -> list[PromptToken]:
+    """T5's tokens as ``PromptToken`` (chunk 0; T5's own ids): the text's and ``</s>``, not the padding, then
+    the truncated ones, flagged, at the positions they would have had.
+
+    Example:
+        >>> from sdclip.testing_mmdit import tiny_t5_tokenizer
+        >>> tokenizer = tiny_t5_tokenizer()
+        >>> [(t.text, t.id, t.truncated) for t in list_t5_tokens(t5_tokens("a cat dog", tokenizer, max_length=3), tokenizer)]
+        [('▁a', 4, False), ('▁cat', 12, False), ('</s>', 1, False), ('▁dog', 13, True)]
+    """
+    kept = list(tokens.ids[: tokens.length])
+    listed = [PromptToken(name, token_id, 0, position, tokens.weights[position])
+              for position, (name, token_id) in enumerate(zip(tokenizer.convert_ids_to_tokens(kept), kept))]  # fmt: skip
+    if tokens.truncated_text:
+        cut = tokenizer(tokens.truncated_text, add_special_tokens=False).input_ids
+        listed += [PromptToken(name, token_id, 0, tokens.length + k, truncated=True)
+                   for k, (name, token_id) in enumerate(zip(tokenizer.convert_ids_to_tokens(cut), cut))]  # fmt: skip
+    return listed
 
 
 def empty_t5_ids(tokenizer: Any, max_length: int) -> tuple[int, ...]:
@@ -124,7 +145,7 @@ def encode_t5_texts(
         >>> out = encode_t5_texts(tiny_t5_encoder(vocab_size=len(tokenizer)), tokenizer, ["a cat"], syntax="plain",
         ...                       weighting=None, max_length=8, device="cpu")
         >>> out["a cat"][0].shape, out["a cat"][1].tolist()
-        (torch.Size([8, 384]), [4, 8, 1, 0, 0, 0, 0, 0])
+        (torch.Size([8, 384]), [4, 12, 1, 0, 0, 0, 0, 0])
     """
     import torch
 

@@ -27,7 +27,7 @@ from .text_encoders import LoadedTextEncoder, LoadedTextEncoders, _stand_in_toke
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SD35_PREFIXES", "load_conditioning_encoders", "load_files"]
+__all__ = ["SD35_PREFIXES", "load_conditioning_encoders", "load_files", "t5_tokenizer_for_source"]
 
 SD35_PREFIXES = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
                  "t5": SD35_T5_PREFIX}  # fmt: skip
@@ -158,3 +158,26 @@ def _clip_file(path: Path, name: str) -> dict[str, Any]:
             f"'text_model.embeddings.token_embedding.weight', or the same under '{SD35_PREFIXES[name]}')"
         )
     return state_dict
+
+
+def t5_tokenizer_for_source(source: str | os.PathLike, *, local_files_only: bool | None = None) -> tuple[Any, str] | None:
+    """``(T5 tokenizer, family name)`` of an SD3 / Flux pipeline folder, reading no weights; else None.
+
+    Example:
+        >>> import tempfile
+        >>> from sdclip.testing_mmdit import tiny_flux_pipeline
+        >>> folder = tempfile.mkdtemp()
+        >>> tiny_flux_pipeline().save_pretrained(folder)
+        >>> tokenizer, family = t5_tokenizer_for_source(folder)
+        >>> family, tokenizer("a cat").input_ids
+        ('flux', [4, 12, 1])
+    """
+    resolved = resolve_source(source, local_files_only=local_files_only)
+    if resolved.kind != "pipeline":
+        return None
+    index = model_index(resolved)
+    family, _ = pipeline_family(resolved, index)
+    slot = t5_slot(family)
+    if slot is None or not has_component(resolved, index, slot.subfolder):
+        return None
+    return load_t5_tokenizer(resolved.path / slot.tokenizer, needed_by=f"model '{resolved.name}'"), family.name
