@@ -22,6 +22,7 @@ ALLOWED = {
     "compat": {"errors", "models", "scoring"},
     "report": {"errors", "scoring"},
     "testing": {"errors", "models"},
+    "testing_mmdit": {"errors", "models", "testing"},
     "training": {"errors", "prompts", "models", "scoring"},
     "cli": {"errors", "prompts", "models", "conditioning", "scoring", "inspection", "plots", "compat", "report", "training"},
     "__main__": {"cli"},
