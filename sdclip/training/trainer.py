@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TrainingError
+from ..errors import TrainingDataError, TrainingError
 from .batches import Batch, Collator, batch_loader, epoch_batches, split_pairs
 from .data import DataSpec, load_pairs
 from .evaluate import evaluate
@@ -39,7 +39,9 @@ class TrainResult:
             ``sdclip.clip.load``).
         steps: optimizer steps done in total (a resumed run counts the earlier ones).
         samples: training pairs seen (all processes).
-        bad_images: pairs skipped because their image could not be decoded (all processes).
+        bad_images: training pairs skipped because their image could not be decoded (all processes; a bad
+            image counts once per epoch it is drawn in).
+        val_bad_images: validation pairs left out of the evaluation for the same reason.
         skipped: pairs dropped while reading the data, by reason.
         metrics: the last evaluation (empty without a validation set).
         train_pairs, val_pairs: sizes of the split.
@@ -49,6 +51,7 @@ class TrainResult:
     steps: int = 0
     samples: int = 0
     bad_images: int = 0
+    val_bad_images: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     train_pairs: int = 0
@@ -164,7 +167,7 @@ def _dual_encoder(model: Any, lock: str) -> Any:
 
 
 def _optimizer(model: Any, cfg: TrainConfig) -> Any:
-    """AdamW; no weight decay on gains, biases, embeddings' norms and the temperature (as OpenCLIP)."""
+    """AdamW (fused); no weight decay on gains, biases, norms and the temperature (as OpenCLIP)."""
     import torch
 
     def no_decay(name: str, parameter: torch.Tensor) -> bool:
@@ -173,7 +176,10 @@ def _optimizer(model: Any, cfg: TrainConfig) -> Any:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": cfg.weight_decay},
               {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0}]  # fmt: skip
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    try:  # one fused kernel: ~7x faster than the foreach default on the CPU (benchmarks/train.py), same formula
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
+    except (RuntimeError, TypeError):  # a device or torch without the fused kernel
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
 def _schedule(optimizer: Any, warmup: int, total: int) -> Any:
@@ -231,6 +237,7 @@ class _Run:
         bar = self._progress()
         while self.result.steps < self.total_steps:
             batches = self._micro_batches(self.epoch)[: self.steps_per_epoch * cfg.grad_accum]
+            steps_before, tried = self.result.steps, len(batches) - self.batch_in_epoch
             for batch in batch_loader(batches[self.batch_in_epoch:], self.collate, num_workers=cfg.num_workers):
                 self.batch_in_epoch += 1
                 row = self._micro_step(batch)
@@ -247,6 +254,11 @@ class _Run:
                 if self.result.steps >= self.total_steps:
                     break
             if self.batch_in_epoch >= len(batches):
+                if tried and self.result.steps == steps_before and self.result.steps < self.total_steps:
+                    raise TrainingDataError(
+                        f"data '{self.collate.pairs.name}': a whole epoch gave no batch of two or more readable "
+                        f"images ({self.result.bad_images} bad images so far); check the image files"
+                    )
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if bar is not None:
             bar.close()
@@ -290,8 +302,11 @@ class _Run:
             batches = epoch_batches(len(self.val_collate.pairs), self.cfg.batch_size, epoch=0, seed=0, shuffle=False)
             if len(self.val_collate.pairs) > self.cfg.batch_size and len(self.val_collate.pairs) % self.cfg.batch_size:
                 batches.append(list(range(len(batches) * self.cfg.batch_size, len(self.val_collate.pairs))))
-            metrics = evaluate(self.model, batch_loader(batches, self.val_collate), self.val_collate,
-                               labels=self.cfg.labels, template=self.cfg.label_template, device=self.acc.device)
+            bad = []
+            loader = (bad.append(b.bad) or b for b in batch_loader(batches, self.val_collate))
+            metrics = evaluate(self.model, loader, self.val_collate, labels=self.cfg.labels,
+                               template=self.cfg.label_template, device=self.acc.device)
+            self.result.val_bad_images = sum(bad)
             self.result.metrics = metrics
         self.acc.wait_for_everyone()
         return metrics

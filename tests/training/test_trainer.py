@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdclip.errors import TrainingError
+from sdclip.errors import TrainingDataError, TrainingError
 from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
 from sdclip.training import TrainConfig, read_log, train
 
@@ -196,3 +196,12 @@ def test_bf16_mixed_precision_trains_float32_weights_close_to_fp32(tmp_path):
     a = torch.cat([(fp32[k] - initial[k]).flatten() for k in fp32])
     b = torch.cat([(bf16[k] - initial[k]).flatten() for k in fp32])
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.95 and not torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_bad_images_are_skipped_and_counted_and_all_bad_is_an_error(tmp_path):
+    pairs = _pairs(5) + [(tmp_path / "missing.png", "a lost square")]
+    result = train(pairs, model=SMALL, out=tmp_path / "ok", batch_size=6, epochs=2, progress=False, plot=False)
+    assert result.steps == 2 and result.bad_images == 2 and result.samples == 10  # once per epoch
+    with pytest.raises(TrainingDataError, match=r"data '<memory>': a whole epoch gave no batch of two or more readable"):
+        train([(tmp_path / "missing.png", "x")] * 4, model=SMALL, out=tmp_path / "bad", batch_size=2, progress=False)
