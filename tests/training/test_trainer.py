@@ -79,11 +79,16 @@ def test_from_config_is_bit_reproducible_and_writes_a_folder_every_loader_takes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lock", ["text_encoder", "image"])
-def test_locks_keep_the_frozen_part_bit_identical(tmp_path, lock):
-    source = save_clip_folder(random_clip_model({**TINY_TEXT, "num_hidden_layers": 2},
-                                                {**TINY_VISION, "image_size": 64}), tmp_path / "source")  # fmt: skip
-    train(_pairs(8), model=source, out=tmp_path / "out", batch_size=8, lock=lock, progress=False, lr=1e-2)
+@pytest.mark.parametrize(("lock", "source_kind"), [("text_encoder", "folder"), ("image", "single_file")])
+def test_locks_keep_the_frozen_part_bit_identical(tmp_path, lock, source_kind):
+    from safetensors.torch import save_file
+
+    model = random_clip_model({**TINY_TEXT, "num_hidden_layers": 2}, {**TINY_VISION, "image_size": 64})
+    source = save_clip_folder(model, tmp_path / "source")
+    if source_kind == "single_file":  # a full CLIP checkpoint in one file
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "clip.safetensors"))
+    start = source if source_kind == "folder" else tmp_path / "clip.safetensors"
+    train(_pairs(8), model=start, out=tmp_path / "out", batch_size=8, lock=lock, progress=False, lr=1e-2, plot=False)
     before, after = _state(source), _state(tmp_path / "out")
     frozen = ("text_model.",) if lock == "text_encoder" else ("vision_model.", "visual_projection.")
     assert sorted(before) == sorted(after)
