@@ -27,7 +27,8 @@ from .options import TrainConfig
 if TYPE_CHECKING:
     import torch
 
-LOG_FILE, CURVES_FILE, STATE_FILE, CHECKPOINTS = "train_log.csv", "train_curves.png", "trainer_state.json", "checkpoints"
+LOG_FILE, CURVES_FILE = "train_log.csv", "train_curves.png"
+STATE_FILE, CHECKPOINTS = "trainer_state.json", "checkpoints"
 
 
 @dataclass
@@ -90,8 +91,10 @@ def train(
         >>> from PIL import Image
         >>> from sdclip.testing import TINY_TEXT, TINY_VISION
         >>> pairs = [(Image.new("RGB", (32, 32), c), f"a {c} square") for c in ("red", "blue", "green", "white")]
-        >>> config = {"text_config": TINY_TEXT, "vision_config": {**TINY_VISION, "patch_size": 16}, "projection_dim": 96}
-        >>> result = train(pairs, model=config, out=tempfile.mkdtemp(), batch_size=4, image_size=32, progress=False)
+        >>> vision = {**TINY_VISION, "patch_size": 16}
+        >>> config = {"text_config": TINY_TEXT, "vision_config": vision, "projection_dim": 96}
+        >>> result = train(pairs, model=config, out=tempfile.mkdtemp(), batch_size=4, image_size=32,
+        ...                progress=False, plot=False)
         >>> result.steps, result.samples
         (1, 4)
     """
@@ -336,7 +339,8 @@ class _Run:
         self.acc.load_state(str(folder))
         state = json.loads((folder / STATE_FILE).read_text())
         self.result.steps, self.result.samples = state["steps"], state["samples"]
-        self.result.bad_images, self.epoch, self.batch_in_epoch = state["bad_images"], state["epoch"], state["batch_in_epoch"]
+        self.result.bad_images, self.epoch = state["bad_images"], state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
         return self.result.steps
 
     def _finish(self) -> TrainResult:

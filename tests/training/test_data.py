@@ -88,7 +88,8 @@ def test_unreadable_data_is_one_line_error(tmp_path, data, message):
 
 
 def test_in_memory_items_must_be_pairs():
-    with pytest.raises(TrainingDataError, match=r"data\[1\]: expected an \(image, caption\) or \(image, caption, label\)"):
+    message = r"data\[1\]: expected an \(image, caption\) or \(image, caption, label\)"
+    with pytest.raises(TrainingDataError, match=message):
         load_pairs([(Image.new("RGB", (2, 2)), "ok"), ("just a caption",)])
 
 

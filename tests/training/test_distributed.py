@@ -43,7 +43,8 @@ def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
 
     train(worker.pairs(), model=worker.SMALL, out=tmp_path / "one", batch_size=worker.GLOBAL_BATCH, progress=False,
           lr=1e-3, val_fraction=0.25, eval_every=1)  # fmt: skip
-    one, two = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "model" / "model.safetensors"))
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    two = load_file(str(tmp_path / "model" / "model.safetensors"))
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-4, rtol=1e-4, msg=name)
     log_one, log_two = read_log(tmp_path / "one" / "train_log.csv"), read_log(tmp_path / "model" / "train_log.csv")
