@@ -32,7 +32,7 @@ single-file checkpoint).
 
 ``out`` ends as ``config.json`` + ``model.safetensors`` + tokenizer files + ``preprocessor_config.json``,
 which ``ClipScorer.from_pretrained``, ``TextConditioner.from_pretrained`` and ``sdclip.clip.load`` take
-as is, with ``train_log.csv`` (one row per optimizer step: loss, lr, temperature, and the evaluation
+as is, with ``train_log.csv`` (one row per optimizer step: loss, lr, ``scale`` = exp(logit_scale), and the evaluation
 columns zero_shot_acc, i2t_r1/5/10, t2i_r1/5/10 every ``eval_every`` steps) and ``train_curves.png``.
 
 On the CPU in one process a run is reproducible bit for bit for a given seed (and torch thread count):

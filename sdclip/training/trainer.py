@@ -293,7 +293,7 @@ class _Run:
         self.result.steps += 1
         return {"step": self.result.steps, "epoch": self.epoch, "samples": self.result.samples,
                 "loss": float(loss.detach()), "lr": self.scheduler.get_last_lr()[0],
-                "logit_scale": float(self.model.logit_scale.detach().exp()), "bad_images": self.result.bad_images}
+                "scale": float(self.model.logit_scale.detach().exp()), "bad_images": self.result.bad_images}
 
     def _maybe_evaluate(self, *, end_of_epoch: bool) -> dict[str, float]:
         every, last = self.cfg.eval_every, self.result.steps >= self.total_steps
@@ -366,7 +366,7 @@ def _all_min(value: torch.Tensor, accelerator: Any) -> int:
 
 
 def _postfix(row: dict[str, float], metrics: dict[str, float]) -> dict[str, str]:
-    shown = {"loss": f"{row['loss']:.3f}", "T": f"{row['logit_scale']:.1f}"}
+    shown = {"loss": f"{row['loss']:.3f}", "scale": f"{row['scale']:.1f}"}
     for key, name in (("zero_shot_acc", "acc"), ("t2i_r1", "t2i@1"), ("i2t_r1", "i2t@1")):
         if key in metrics:
             shown[name] = f"{metrics[key]:.2f}"
