@@ -40,10 +40,10 @@ def test_from_config_is_bit_reproducible_and_writes_a_folder_every_loader_takes(
     options = dict(model=SMALL, batch_size=8, epochs=2, image_size=32, progress=False, lr=1e-3, val_fraction=0.25,
                    labels=COLOURS, eval_every=1, plot=False)  # fmt: skip
     first = train(_pairs(), out=tmp_path / "a", **{**options, "plot": True})
-    second = train(_pairs(), out=tmp_path / "b", **options)
+    second = train(_pairs(), out=tmp_path / "b", num_workers=2, **options)  # decoding in worker processes
     a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
     assert first.steps == 2 and first.samples == 16 and first.train_pairs == 12 and first.val_pairs == 4
-    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    assert all(torch.equal(a[k], b[k]) for k in a) and second.steps == 2  # bit for bit
     # the model moved away from its seeded initialisation, and another seed starts elsewhere
     from sdclip.training.model_setup import starting_model
 
@@ -102,7 +102,9 @@ def test_locks_keep_the_frozen_part_bit_identical(tmp_path, lock, source_kind):
 
 @pytest.mark.slow
 def test_refuses_an_existing_model_unless_told(tmp_path):
-    train(_pairs(4), model=SMALL, out=tmp_path, batch_size=4, image_size=32, progress=False)
+    done = train(_pairs(4), model=SMALL, out=tmp_path, batch_size=4, image_size=32, progress=False, plot=False,
+                 val_data=_pairs(6)[4:], labels=COLOURS)  # fmt: skip
+    assert done.val_pairs == 2 and done.metrics["val_pairs"] == 2 and "zero_shot_acc" in done.metrics
     with pytest.raises(TrainingError, match=r"already holds a model or checkpoints; pass overwrite=True"):
         train(_pairs(4), model=SMALL, out=tmp_path, batch_size=4, image_size=32, progress=False)
     with pytest.raises(TrainingError, match=r"image_size: the model's vision tower takes 32 px images, got image_size"):
