@@ -326,7 +326,8 @@ class _Run:
         self.acc.save_state(str(folder))
         if self.acc.is_main_process:
             state = {"steps": self.result.steps, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                     "samples": self.result.samples, "bad_images": self.result.bad_images, "config": self.cfg.to_dict()}
+                     "samples": self.result.samples, "bad_images": self.result.bad_images,
+                     "processes": self.acc.num_processes, "config": self.cfg.to_dict()}
             (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         self.acc.wait_for_everyone()
 
@@ -336,8 +337,17 @@ class _Run:
         if not folders:
             return None
         folder = max(folders, key=lambda p: int(p.name.split("_")[1]))
-        self.acc.load_state(str(folder))
         state = json.loads((folder / STATE_FILE).read_text())
+        saved = {**state.get("config", {}), "processes": state.get("processes", 1)}
+        now = {**self.cfg.to_dict(), "processes": self.acc.num_processes}
+        changed = [k for k in ("seed", "batch_size", "grad_accum", "processes") if saved.get(k, now[k]) != now[k]]
+        if changed:
+            raise TrainingError(
+                f"resume: checkpoint '{folder}' was made with {', '.join(f'{k}={saved[k]}' for k in changed)}, this "
+                f"run has {', '.join(f'{k}={now[k]}' for k in changed)}; the batches would not line up, use the same "
+                "values (or start a new run with overwrite)"
+            )
+        self.acc.load_state(str(folder))
         self.result.steps, self.result.samples = state["steps"], state["samples"]
         self.result.bad_images, self.epoch = state["bad_images"], state["epoch"]
         self.batch_in_epoch = state["batch_in_epoch"]

@@ -189,6 +189,9 @@ def test_resume_from_a_checkpoint_continues_bit_for_bit(tmp_path):
     again = _state(tmp_path / "run")
     assert all(torch.equal(full[k], again[k]) for k in full)
     assert [row["step"] for row in read_log(tmp_path / "run" / "train_log.csv")] == [1, 2, 3, 4]
+    with pytest.raises(TrainingError, match=r"resume: checkpoint '.*step_4' was made with batch_size=4, this run has "
+                                             r"batch_size=2; the batches would not line up"):  # fmt: skip
+        train(_pairs(12), out=tmp_path / "run", resume=True, **{**options, "batch_size": 2})
 
 
 @pytest.mark.slow
