@@ -39,8 +39,9 @@ def _layouts(tmp_path):
                                                               "label": r["label"]}) + "\n" for r in rows))  # fmt: skip
     with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
         for n, (caption, colour) in enumerate(zip(CAPTIONS, COLOURS)):
-            members = {f"{n:05d}.png": _png(colour), f"{n:05d}.json": json.dumps({"caption": caption,
-                                                                                     "label": colour}).encode()}
+            key = f"shard/{n:05d}.v1" if n == 1 else f"{n:05d}"  # a key with a folder; extensions with two dots
+            members = {f"{key}.png": _png(colour), f"{key}.json": json.dumps({"caption": caption,
+                                                                             "label": colour}).encode()}
             for name, payload in members.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(payload)
