@@ -27,6 +27,8 @@ def rss():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 loader, path, dtype = sys.argv[1], Path(sys.argv[2]), getattr(torch, sys.argv[3])
 from sdclip.models.t5 import load_t5
+import accelerate, safetensors.torch  # imported before the start: their code is not the weights
+from transformers import T5Config, T5EncoderModel
 before = rss()
 if loader == "sdclip":
     model = load_t5(path, device=torch.device("cpu"), dtype=dtype)
