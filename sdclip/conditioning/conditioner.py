@@ -378,7 +378,8 @@ class TextConditioner:
             A ``Conditioning``; ``pipe(**result.pipeline_kwargs())`` runs the pipeline on it. Prompts
             and negative prompts are padded to the batch's largest number of chunks (over every
             encoder) with each encoder's encoding of the empty chunk (BOS, then EOS/padding), so the
-            shapes always fit the pipeline. SDXL's pooled output comes from the first chunk.
+            shapes always fit the pipeline. SDXL's pooled output comes from the first chunk. SD3 / Flux:
+            as their ``encode_prompt`` (see ``sdclip.conditioning.mmdit``), T5 weighted as ``conditioning.t5`` says.
 
         Raises:
             PromptTypeError: a prompt item is not a string.
