@@ -1,4 +1,4 @@
-"""T5 loading errors that need no weights (the weighted cases are in tests/models/test_mmdit.py, marked slow)."""
+"""T5 loading errors that need no weights (the weighted cases are in tests/models/test_mmdit_sources.py, marked slow)."""
 
 from __future__ import annotations
 
