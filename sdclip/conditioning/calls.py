@@ -34,12 +34,12 @@ def encode_call(
     """``TextConditioner.encode`` (see there) for ``cond``."""
     family = getattr(cond, "family", None)
     mmdit = family in ("sd3", "flux")
-    if negative_prompt is not False and negative_prompt is not True:
-        no_negative = family == "flux" and negative_prompt is None and negative_prompt_2 is None
-    elif negative_prompt is False:
-        no_negative, negative_prompt = True, None
-    else:
+    if negative_prompt is True:
         raise PromptError("negative_prompt: expected a string, a list of strings, None or False, got True")
+    # no negative at all: asked for (False), or Flux without one (no true CFG)
+    no_negative = negative_prompt is False or (family == "flux" and negative_prompt is None and negative_prompt_2 is None)
+    if negative_prompt is False:
+        negative_prompt = None
     prompts, negatives = validate_prompts(prompt, negative_prompt)
     if len(cond.encoders) < 2 and not mmdit and (prompt_2 is not None or negative_prompt_2 is not None):
         raise PromptError(
