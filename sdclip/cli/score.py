@@ -33,7 +33,9 @@ from pathlib import Path
 from ..errors import SdclipError
 from ..models.sources import DEFAULT_MODEL
 from ..prompts.lists import has_lone_surrogate
+from ..scoring.ranking import rank_rows
 from ..scoring.score_files import COLUMNS, ENCODING, SUFFIXES, ScoreRow, read_resume_rows, write_rows
+from ._parts import add_processes_option, processes_for, relaunch, run_sharded
 from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
                       stderr, stdout, write_failed)
 
@@ -81,6 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpu-decode", action="store_true",
                         help="with --preprocessing fast on cuda: decode JPEG files on the GPU (nvjpeg, needs "
                         "torchvision: pip install 'sdclip[gpu]'); ignored where it cannot run")
+    add_processes_option(parser)
     add_model_options(parser, default=DEFAULT_MODEL)
     parser.set_defaults(run=run)
 
@@ -226,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and not args.out:
         raise SdclipError("--overwrite: needs --out (the file to replace)")
     out = output_path(args.out, suffixes=SUFFIXES) if args.out else None
+    launched = relaunch(args)  # --processes N: the same command under accelerate launch
+    if launched is not None:
+        return launched
     pairs = _pairs_from_args(args)
     if out is None:
         rows = _score(args, pairs, None, [])
@@ -233,6 +239,12 @@ def run(args: argparse.Namespace) -> int:
         return _finish(args, rows, None)
     same_file(out, [args.pairs] if args.pairs else [], what="--pairs file")
     same_file(out, [image for image, _ in pairs if image.lower().endswith(out.suffix.lower())], what="image")
+    processes = processes_for(args, out)
+    if processes is not None:  # launched, or resuming part files: each process scores its share
+        rows = run_sharded(args, out, pairs, processes, row_batches=lambda todo: _row_batches(_load_scorer(args), todo),
+                           pair_key=lambda pair: _key(*pair), row_key=lambda row: _key(_row_image(row.image, out),
+                                                                                       row.prompt), write=_write_ranked)
+        return 0 if rows is None else _finish(args, rank_rows(rows), out)
     with OutputLock(out):
         existing = out.is_file() and out.stat().st_size > 0
         if existing and not (args.resume or args.overwrite):
@@ -252,18 +264,20 @@ def run(args: argparse.Namespace) -> int:
             rows = _score(args, pairs, None, [])
         else:
             rows = _score(args, pairs, out, done)
-        from ..scoring.ranking import rank_rows
-
-        rows = rank_rows(rows)
-        atomic_write(out, lambda file: write_rows(file, rows, out.suffix), **ENCODING)
+        rows = _write_ranked(out, rows)
     return _finish(args, rows, out)
+
+
+def _write_ranked(out: Path, rows: list[ScoreRow]) -> list[ScoreRow]:
+    """Rank ``rows`` per prompt and put them in ``out`` atomically."""
+    rows = rank_rows(rows)
+    atomic_write(out, lambda file: write_rows(file, rows, out.suffix), **ENCODING)
+    return rows
 
 
 def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | None,
            done: list[ScoreRow]) -> list[ScoreRow]:
     """Score ``pairs``; with ``out``, rewrite it with ``done`` and append each batch as it comes."""
-    from tqdm import tqdm
-
     rows = list(done)
     if not pairs:
         return rows
@@ -276,23 +290,14 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
         except OSError as error:
             raise write_failed(out, error) from None
     try:
-        with tqdm(total=len(pairs), unit="img", desc="sdclip score", file=sys.stderr) as progress:
-            batches = scorer.iter_scores([Path(image) for image, _ in pairs], [p for _, p in pairs], errors="return")
-            for batch in batches:
-                new = []
-                for offset, (score, error) in enumerate(zip(batch.scores.tolist(), batch.errors)):
-                    image, prompt = pairs[batch.start + offset]
-                    ok = error is None and not math.isnan(score)
-                    new.append(ScoreRow(image, prompt, round(score, 6) if ok else None, None,
-                                        "" if ok else (error or "score is NaN")))
-                rows += new
-                if file is not None:
-                    try:
-                        write_rows(file, new, out.suffix, with_header=False)  # type: ignore[union-attr]
-                        file.flush()
-                    except OSError as error:
-                        raise write_failed(out, error) from None  # type: ignore[arg-type]
-                progress.update(len(new))
+        for new in _row_batches(scorer, pairs):
+            rows += new
+            if file is not None:
+                try:
+                    write_rows(file, new, out.suffix, with_header=False)  # type: ignore[union-attr]
+                    file.flush()
+                except OSError as error:
+                    raise write_failed(out, error) from None  # type: ignore[arg-type]
     finally:
         if file is not None:
             try:
@@ -300,6 +305,23 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
             except OSError:
                 pass
     return rows
+
+
+def _row_batches(scorer, pairs: list[tuple[str, str]]):  # noqa: ANN001, ANN202
+    """Each batch's rows (in ``pairs`` order), with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(pairs), unit="img", desc="sdclip score", file=sys.stderr) as progress:
+        batches = scorer.iter_scores([Path(image) for image, _ in pairs], [p for _, p in pairs], errors="return")
+        for batch in batches:
+            new = []
+            for offset, (score, error) in enumerate(zip(batch.scores.tolist(), batch.errors)):
+                image, prompt = pairs[batch.start + offset]
+                ok = error is None and not math.isnan(score)
+                new.append(ScoreRow(image, prompt, round(score, 6) if ok else None, None,
+                                    "" if ok else (error or "score is NaN")))
+            progress.update(len(new))
+            yield new
 
 
 def _finish(args: argparse.Namespace, rows: list[ScoreRow], out: Path | None) -> int:
