@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
+import os
 import socket
 import subprocess
 import sys
@@ -139,4 +141,17 @@ def run_sharded(
             return None
         write(out, rows)
         remove_parts(out)
+        _remove_stale_part_locks(out)
         return rows
+
+
+def _remove_stale_part_locks(out: Path) -> None:
+    """Lock files that killed processes left on their parts (live processes remove their own)."""
+    for lock in out.parent.glob(f"{glob.escape(out.stem)}.part-*-of-*{glob.escape(out.suffix)}.lock"):
+        try:
+            pid = int(lock.read_text().strip())
+            os.kill(pid, 0)
+        except PermissionError:  # alive, another user's
+            continue
+        except (OSError, ValueError):  # no such process (or an unreadable lock): nobody holds it
+            lock.unlink(missing_ok=True)
