@@ -84,6 +84,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="with --preprocessing fast on cuda: decode JPEG files on the GPU (nvjpeg, needs "
                         "torchvision: pip install 'sdclip[gpu]'); ignored where it cannot run")
     add_processes_option(parser)
+    parser.add_argument("--embeddings", metavar="DIR", help="score from a folder `sdclip embed` wrote (no vision tower: "
+                        "one text pass and a matrix product); with --prompt, every image in it (or those of --images)")
     add_model_options(parser, default=DEFAULT_MODEL)
     parser.set_defaults(run=run)
 
@@ -229,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and not args.out:
         raise SdclipError("--overwrite: needs --out (the file to replace)")
     out = output_path(args.out, suffixes=SUFFIXES) if args.out else None
+    if args.embeddings:
+        from ._embedded import score_embeddings
+
+        return score_embeddings(args, out)
     launched = relaunch(args)  # --processes N: the same command under accelerate launch
     if launched is not None:
         return launched
