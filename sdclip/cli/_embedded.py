@@ -22,7 +22,11 @@ def score_embeddings(args: argparse.Namespace, out: Path | None) -> int:
         raise SdclipError("--resume: not used with --embeddings (scoring stored embeddings takes seconds); "
                           "pass --overwrite to replace --out")
     embeddings = load_embeddings(args.embeddings)
-    if args.pairs is not None:
+    if getattr(args, "webdataset", None):
+        from ..scoring.webdataset import read_webdataset, tar_paths
+
+        pairs = list(dict.fromkeys(read_webdataset(tar_paths(args.webdataset))))
+    elif args.pairs is not None:
         if args.images:
             raise SdclipError("--images: use --images with --prompt, or --pairs alone (the pairs file names the images)")
         pairs = list(dict.fromkeys(score.read_pairs(args.pairs)))

@@ -39,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "row, error). Resumable; runs on several processes like `sdclip score`.")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--images", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    what.add_argument("--webdataset", nargs="+", metavar="TAR", help="WebDataset shards (or folders of them): "
+                      "images and their captions, streamed from the tars")
     what.add_argument("--pairs", metavar="FILE", help="CSV image,prompt or JSONL {\"image\", \"prompt\"}: "
                       "embeds the prompts too")
     parser.add_argument("--out", metavar="DIR", required=True, help="the output folder")
@@ -60,6 +62,10 @@ def _items(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     from ..scoring.images import find_images
     from .score import read_pairs
 
+    if args.webdataset:
+        from ..scoring.webdataset import read_webdataset, tar_paths
+
+        return list(dict.fromkeys(read_webdataset(tar_paths(args.webdataset))))
     if args.pairs is not None:
         return list(dict.fromkeys(read_pairs(args.pairs)))
     return [(str(path), None) for path in dict.fromkeys(find_images(args.images))]
@@ -98,10 +104,8 @@ def run(args: argparse.Namespace) -> int:
     def batches(todo):  # noqa: ANN001, ANN202
         from tqdm import tqdm
 
-        from ..scoring.embeddings import embed_batches
-
         with tqdm(total=len(todo), unit="img", desc="sdclip embed", file=sys.stderr) as progress:
-            for batch in embed_batches(scorer, todo):
+            for batch in _embedded(scorer, todo):
                 progress.update(len(batch[0]))
                 yield batch
 
@@ -121,3 +125,33 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
     return ClipScorer.from_pretrained(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                                       workers=args.workers, allow_pickle=args.allow_pickle,
                                       local_files_only=True if args.offline else None)
+
+
+def _embedded(scorer, todo: list):  # noqa: ANN001, ANN202
+    """``embed_batches`` over files, or over WebDataset samples decoded chunk by chunk from their tars."""
+    import numpy as np
+
+    from ..scoring.embeddings import embed_batches
+    from ..scoring.webdataset import decoded_chunks, is_tar_ref
+
+    if not (todo and is_tar_ref(todo[0][0])):
+        yield from embed_batches(scorer, todo)
+        return
+    for offset, images in decoded_chunks([image for image, _ in todo], workers=scorer.workers,
+                                         chunk=4 * scorer.batch_size):
+        chunk = todo[offset : offset + len(images)]
+        good = [k for k, image in enumerate(images) if not isinstance(image, str)]
+        image_rows = np.full((len(images), scorer.feature_dim), np.nan, dtype=np.float32)
+        text_rows = np.full_like(image_rows, np.nan)
+        errors = [image if isinstance(image, str) else "" for image in images]
+        done = 0
+        for items, image, text, messages in embed_batches(scorer, [(images[k], chunk[k][1]) for k in good]):
+            rows = good[done : done + len(items)]
+            image_rows[rows] = image
+            if text is not None:
+                text_rows[rows] = text
+            for k, message in zip(rows, messages):
+                errors[k] = message
+            done += len(items)
+        with_text = any(prompt is not None for _, prompt in chunk)
+        yield chunk, image_rows, text_rows if with_text else None, errors

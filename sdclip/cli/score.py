@@ -25,9 +25,7 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
-import sys
 from pathlib import Path
 
 from ..errors import SdclipError
@@ -35,6 +33,7 @@ from ..models.sources import DEFAULT_MODEL
 from ..prompts.lists import has_lone_surrogate
 from ..scoring.ranking import rank_rows
 from ..scoring.score_files import COLUMNS, ENCODING, SUFFIXES, ScoreRow, read_resume_rows, write_rows
+from ._rows import row_batches
 from ._parts import add_processes_option, processes_for, relaunch, run_sharded
 from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
                       stderr, stdout, write_failed)
@@ -60,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="image files and folders (folders searched recursively for .png .jpg .jpeg .webp .bmp)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", metavar="TEXT", type=prompt_text, help="score every image against this prompt")
+    what.add_argument("--webdataset", nargs="+", metavar="TAR",
+                      help="WebDataset shards (img2dataset's {key}.jpg + {key}.txt/.json) or folders of them: "
+                      "each image is scored against its caption, streamed from the tar")
     what.add_argument("--pairs", metavar="FILE",
                       help="CSV with columns image,prompt or JSONL of {\"image\", \"prompt\"}; "
                       "image paths relative to the file")
@@ -156,7 +158,13 @@ def _jsonl_pairs(name: str, text: str) -> list[tuple[str, str]]:
 def _pairs_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
     from ..scoring.images import find_images
 
-    if args.pairs is not None:
+    if getattr(args, "webdataset", None):
+        from ..scoring.webdataset import read_webdataset, tar_paths
+
+        pairs = read_webdataset(tar_paths(args.webdataset))
+        if not pairs:
+            raise SdclipError(f"--webdataset: no images in {', '.join(args.webdataset)}; expected img2dataset shards")
+    elif args.pairs is not None:
         if args.images:
             raise SdclipError("--images: use --images with --prompt, or --pairs alone (the pairs file names the images)")
         pairs = read_pairs(args.pairs)
@@ -215,7 +223,7 @@ def _check_same_folder(out: Path, done: list[ScoreRow], pairs: list[tuple[str, s
     for image, prompt in pairs:
         candidates.setdefault((os.path.basename(image), prompt), []).append(image)
     for row in done:
-        if os.path.isabs(row.image) or os.path.exists(_row_image(row.image, out)):
+        if os.path.isabs(row.image) or ".tar/" in row.image or os.path.exists(_row_image(row.image, out)):
             continue
         tail = os.sep + os.path.normpath(row.image)
         for image in candidates.get((os.path.basename(row.image), row.prompt), []):
@@ -247,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     same_file(out, [image for image, _ in pairs if image.lower().endswith(out.suffix.lower())], what="image")
     processes = processes_for(args, out)
     if processes is not None:  # launched, or resuming part files: each process scores its share
-        rows = run_sharded(args, out, pairs, processes, row_batches=lambda todo: _row_batches(_load_scorer(args), todo),
+        rows = run_sharded(args, out, pairs, processes, row_batches=lambda todo: row_batches(_load_scorer(args), todo),
                            pair_key=lambda pair: _key(*pair), row_key=lambda row: _key(_row_image(row.image, out),
                                                                                        row.prompt), write=_write_ranked)
         return 0 if rows is None else _finish(args, rank_rows(rows), out)
@@ -296,7 +304,7 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
         except OSError as error:
             raise write_failed(out, error) from None
     try:
-        for new in _row_batches(scorer, pairs):
+        for new in row_batches(scorer, pairs):
             rows += new
             if file is not None:
                 try:
@@ -311,23 +319,6 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
             except OSError:
                 pass
     return rows
-
-
-def _row_batches(scorer, pairs: list[tuple[str, str]]):  # noqa: ANN001, ANN202
-    """Each batch's rows (in ``pairs`` order), with a progress bar on stderr."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(pairs), unit="img", desc="sdclip score", file=sys.stderr) as progress:
-        batches = scorer.iter_scores([Path(image) for image, _ in pairs], [p for _, p in pairs], errors="return")
-        for batch in batches:
-            new = []
-            for offset, (score, error) in enumerate(zip(batch.scores.tolist(), batch.errors)):
-                image, prompt = pairs[batch.start + offset]
-                ok = error is None and not math.isnan(score)
-                new.append(ScoreRow(image, prompt, round(score, 6) if ok else None, None,
-                                    "" if ok else (error or "score is NaN")))
-            progress.update(len(new))
-            yield new
 
 
 def _finish(args: argparse.Namespace, rows: list[ScoreRow], out: Path | None) -> int:
