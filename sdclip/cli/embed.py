@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         return launched
     folder = output_folder(args.out)
     finished = (folder / MANIFEST).is_file()
+    if finished and args.resume:  # a requeued job that had finished: nothing to do
+        stdout().print(f"{shown(str(folder))} is complete; nothing to resume")
+        return 0
     if finished and not args.overwrite:
         raise SdclipError(f"--out '{folder}': holds finished embeddings ({MANIFEST}); pass --overwrite to write "
                           "them again, or another --out")

@@ -4,11 +4,13 @@ and 2 simulated machines x 2 processes. The reference is a single-process run of
 from __future__ import annotations
 
 import csv
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -128,16 +130,41 @@ def test_sigkill_mid_run_then_resume_on_one_process_gives_the_same_output(tiny_c
     assert not list(tmp_path.glob("run.part-*"))
 
 
-def test_two_machines_of_two_processes(tiny_clip_folder, tmp_path):
+def webdataset(pairs: Path, shards: int) -> list[Path]:
+    """The pairs' images and prompts as img2dataset-style tar shards ({key}.png + {key}.txt)."""
+    rows = read(pairs)
+    paths = []
+    for shard in range(shards):
+        paths.append(pairs.parent / f"{shard:05d}.tar")
+        with tarfile.open(paths[-1], "w") as tar:
+            for row in rows[shard::shards]:
+                tar.add(pairs.parent / row["image"], arcname=row["image"])
+                caption = row["prompt"].encode()
+                info = tarfile.TarInfo(row["image"][:-4] + ".txt")
+                info.size = len(caption)
+                tar.addfile(info, io.BytesIO(caption))
+    return paths
+
+
+def test_two_machines_of_two_processes_on_webdataset_shards(tiny_clip_folder, tmp_path):
+    """2 launchers (node ranks 0 and 1, a local rendezvous) x 2 processes stream the tars' samples."""
     pairs = pairs_file(tmp_path / "data", 10)
+    tars = webdataset(pairs, 2)
     out = tmp_path / "four.csv"
     port = str(free_port())
     machines = [subprocess.Popen(torchrun("--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "2",
                                           "--master_addr", "127.0.0.1", "--master_port", port, "-m", "sdclip",
-                                          "score", "--model", str(tiny_clip_folder), "--pairs", str(pairs), "--out",
-                                          str(out), "--batch-size", "2"),
+                                          "score", "--model", str(tiny_clip_folder), "--webdataset", *map(str, tars),
+                                          "--out", str(out), "--batch-size", "2"),
                                  env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 for node in (0, 1)]
     errors = [machine.communicate(timeout=180)[1] for machine in machines]
     assert [machine.returncode for machine in machines] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
-    assert_same_rows(out, single(tiny_clip_folder, pairs, tmp_path / "one.csv"))
+    reference = {row["image"]: row for row in read(single(tiny_clip_folder, pairs, tmp_path / "one.csv"))}
+    got = read(out)
+    assert [row["image"] for row in got] == [f"{tar}/{row['image']}" for tar in tars
+                                             for row in read(pairs)[int(tar.stem) :: 2]]  # shard, then member order
+    for row in got:
+        want = reference[str(pairs.parent / row["image"].rsplit("/", 1)[1])]
+        assert (row["prompt"], row["rank"], row["error"]) == (want["prompt"], want["rank"], want["error"])
+        assert abs(float(row["score"]) - float(want["score"])) < 1e-5
