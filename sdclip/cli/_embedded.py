@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import SdclipError
@@ -11,12 +12,13 @@ from ..scoring.score_files import ScoreRow
 from ._common import OutputLock, same_file, stderr
 
 
-def score_embeddings(args: argparse.Namespace, out: Path | None) -> int:
-    """Score ``--prompt`` / ``--pairs`` against the rows of ``--embeddings``; write and summarise as ``score`` does."""
+def score_embeddings(args: argparse.Namespace, out: Path | None, *, read_pairs: Callable, write_ranked: Callable,
+                     print_rows: Callable, finish: Callable) -> int:
+    """Score ``--prompt`` / ``--pairs`` against the rows of ``--embeddings``; write and summarise with ``score``'s
+    own functions (passed in, so this module does not import ``score``)."""
     from ..scoring.clip_scorer import ClipScorer
     from ..scoring.embeddings import load_embeddings, rescore
     from ..scoring.images import find_images
-    from . import score
 
     if args.resume:
         raise SdclipError("--resume: not used with --embeddings (scoring stored embeddings takes seconds); "
@@ -29,7 +31,7 @@ def score_embeddings(args: argparse.Namespace, out: Path | None) -> int:
     elif args.pairs is not None:
         if args.images:
             raise SdclipError("--images: use --images with --prompt, or --pairs alone (the pairs file names the images)")
-        pairs = list(dict.fromkeys(score.read_pairs(args.pairs)))
+        pairs = list(dict.fromkeys(read_pairs(args.pairs)))
     elif args.images:
         pairs = [(str(path), args.prompt) for path in find_images(args.images)]
     else:
@@ -52,8 +54,8 @@ def score_embeddings(args: argparse.Namespace, out: Path | None) -> int:
     rows = [ScoreRow(image, prompt, value, None, error) for image, prompt, value, error in rescore(embeddings, pairs, text, key=key)]
     stderr().print(f"scored {len(rows)} pairs from {len(embeddings)} stored embeddings")
     if out is None:
-        score._print_rows(rows)
-        return score._finish(args, rows, None)
+        print_rows(rows)
+        return finish(args, rows, None)
     with OutputLock(out):
-        rows = score._write_ranked(out, rows)
-    return score._finish(args, rows, out)
+        rows = write_ranked(out, rows)
+    return finish(args, rows, out)

@@ -242,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
     if args.embeddings:
         from ._embedded import score_embeddings
 
-        return score_embeddings(args, out)
+        return score_embeddings(args, out, read_pairs=read_pairs, write_ranked=_write_ranked, print_rows=_print_rows,
+                                finish=_finish)
     launched = relaunch(args)  # --processes N: the same command under accelerate launch
     if launched is not None:
         return launched
