@@ -4,7 +4,6 @@ another count; the one-call loader; re-scoring from stored rows against a float6
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,6 +13,8 @@ from sdclip.errors import SdclipError
 from sdclip.scoring.embed_parts import embed_in_parts, parts_folder
 from sdclip.scoring.embeddings import MANIFEST, cosine_scores, load_embeddings, rescore, shard_paths
 from sdclip.scoring.shards import Processes
+
+from _group import Group  # tests/scoring is on sys.path (no __init__.py)
 
 DIM = 8
 ITEMS = [(f"img{i:02d}.png", f"prompt {i % 4}") for i in range(19)]
@@ -43,24 +44,12 @@ def batches(die_after=None, log=None, batch=3):
 
 
 def run(folder, world, *, resume=False, die=None, log=None, shard_size=5):
-    barrier = threading.Barrier(world)
-    results = {}
+    def rank_main(rank, barrier):
+        return embed_in_parts(folder, ITEMS, item_key=tuple, dim=DIM, manifest={"model": "test"}, resume=resume,
+                              shard_size=shard_size, processes=Processes(rank, world, None, barrier),
+                              batches=batches((die or {}).get(rank), log))
 
-    def rank_main(rank):
-        try:
-            results[rank] = embed_in_parts(
-                folder, ITEMS, item_key=tuple, dim=DIM, manifest={"model": "test"}, resume=resume,
-                shard_size=shard_size, processes=Processes(rank, world, None, lambda: barrier.wait(timeout=30)),
-                batches=batches((die or {}).get(rank), log))
-        except (Killed, threading.BrokenBarrierError):
-            barrier.abort()
-
-    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in range(world)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results.get(0)
+    return Group(world).run(rank_main, Killed).get(0)
 
 
 def check(folder):

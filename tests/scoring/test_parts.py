@@ -6,7 +6,6 @@ The reference is an independent pure function of each pair (``expected``), not t
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
@@ -14,6 +13,8 @@ from sdclip.errors import ScoreFileError
 from sdclip.scoring.parts import merge_parts, score_in_parts, stale_parts_message
 from sdclip.scoring.score_files import ScoreRow, read_score_file
 from sdclip.scoring.shards import Processes, existing_parts, part_path
+
+from _group import Group  # tests/scoring is on sys.path (no __init__.py)
 
 PAIRS = [(f"img{i:02d}.png", "a cat" if i % 3 else "a dog") for i in range(23)]
 
@@ -49,27 +50,16 @@ def scorer(batch=4, *, die_after=None, log=None):
 
 
 def run(out, world, *, resume=False, die=None, log=None):
-    """Every rank of ``world`` in its own thread with a real barrier; ``die``: {rank: batches before it is killed}.
+    """Every rank of ``world`` in its own thread; ``die``: {rank: batches before it is killed}.
 
-    A killed rank breaks the barrier, so the others stop at their next one, as a launcher stops a job.
+    A killed rank stops the others at their next barrier, as a launcher stops a job.
     """
-    barrier = threading.Barrier(world)
-    results = {}
+    def rank_main(rank, barrier):
+        return score_in_parts(out, PAIRS, pair_key=key, row_key=row_key, resume=resume,
+                              processes=Processes(rank, world, None, barrier),
+                              row_batches=scorer(die_after=(die or {}).get(rank), log=log))
 
-    def rank_main(rank):
-        try:
-            results[rank] = score_in_parts(
-                out, PAIRS, pair_key=key, row_key=row_key, resume=resume,
-                processes=Processes(rank, world, None, lambda: barrier.wait(timeout=30)),
-                row_batches=scorer(die_after=(die or {}).get(rank), log=log))
-        except (Killed, threading.BrokenBarrierError):
-            barrier.abort()
-
-    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in range(world)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = Group(world).run(rank_main, Killed)
     assert all(results.get(rank) is None for rank in range(1, world))
     return results.get(0)
 
