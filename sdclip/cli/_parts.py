@@ -110,6 +110,8 @@ def run_sharded(
     pair_key: Callable[[Any], Hashable],
     row_key: Callable[[Any], Hashable],
     write: Callable[[Path, list], None],
+    resumed: Callable[[Any], Any] | None = None,
+    metrics: Sequence[str] = (),
 ) -> list | None:
     """Score into part files under locks; on the main process merge, rank (``write``) and clean up."""
     from ..scoring.parts import remove_parts, score_in_parts, stale_parts_message
@@ -134,7 +136,8 @@ def run_sharded(
         locks.enter_context(OutputLock(part_path(out, processes.rank, processes.world), option="--out part"))
         try:
             rows = score_in_parts(out, pairs, pair_key=pair_key, row_key=row_key, row_batches=row_batches,
-                                  processes=processes, resume=args.resume, on_plan=plan)
+                                  processes=processes, resume=args.resume, on_plan=plan,
+                                  resumed=resumed, metrics=metrics)
         except OSError as error:
             raise SdclipError(f"--out '{out}': cannot write its part file ({error.strerror or error})") from None
         if rows is None:

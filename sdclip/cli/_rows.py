@@ -8,20 +8,26 @@ import sys
 from pathlib import Path
 
 from ..scoring.score_files import ScoreRow
+from ._score_metrics import MetricPlan, batch_rows
 
 
-def row_batches(scorer, pairs: list[tuple[str, str]]):  # noqa: ANN001, ANN202
+def row_batches(scorer, pairs: list[tuple[str, str]], plan: MetricPlan | None = None):  # noqa: ANN001, ANN202
     """Each batch's rows (in ``pairs`` order), with a progress bar on stderr.
 
     Files stream through the scorer's own pipeline; WebDataset samples are read from their tars and
     decoded in chunks (``scoring.webdataset``), a sample that does not decode is an error row in its place.
+    With a multi-metric ``plan`` (``scorer`` a ``MultiScorer``) rows carry one column per metric.
     """
     from tqdm import tqdm
 
     from ..scoring.webdataset import decoded_chunks, is_tar_ref
 
+    multi = plan is not None and plan.multi
+
     def row(k: int, score: float | None, error: str | None) -> ScoreRow:
         ok = error is None and score is not None and not math.isnan(score)
+        if multi and not ok:  # an image that did not decode: every metric empty
+            return ScoreRow(*pairs[k], None, None, error or "score is NaN", tuple((m, None) for m in plan.metrics))
         return ScoreRow(*pairs[k], round(score, 6) if ok else None, None, "" if ok else (error or "score is NaN"))
 
     if pairs and is_tar_ref(pairs[0][0]):
@@ -36,10 +42,12 @@ def row_batches(scorer, pairs: list[tuple[str, str]]):  # noqa: ANN001, ANN202
                                          errors="return") if good else ()
             for batch in batches:
                 new = []
-                for position, (score, error) in enumerate(zip(batch.scores.tolist(), batch.errors)):
+                made = batch_rows(plan, batch, [pairs[offset + k] for k in good]) if multi else None
+                for position, error in enumerate(batch.errors):
                     k = good[batch.start + position]
                     new += [row(offset + j, None, images[j]) for j in range(emitted, k)]  # failed decodes
-                    new.append(row(offset + k, score, error))
+                    new.append(made[position] if made is not None else
+                               row(offset + k, batch.scores[position].item(), error))
                     emitted = k + 1
                 progress.update(len(new))
                 yield new

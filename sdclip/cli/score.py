@@ -37,6 +37,8 @@ from ._rows import row_batches
 from ._parts import add_processes_option, processes_for, relaunch, run_sharded
 from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
                       stderr, stdout, write_failed)
+from ._score_metrics import (MetricPlan, add_metric_options, batch_rows, load_multi, metric_plan,
+                             print_metric_summary, resumed_row, write_report_option)
 
 
 def _positive_int(value: str) -> int:
@@ -89,6 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--embeddings", metavar="DIR", help="score from a folder `sdclip embed` wrote (no vision tower: "
                         "one text pass and a matrix product); with --prompt, every image in it (or those of --images)")
     add_model_options(parser, default=DEFAULT_MODEL)
+    add_metric_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -239,9 +242,14 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and not args.out:
         raise SdclipError("--overwrite: needs --out (the file to replace)")
     out = output_path(args.out, suffixes=SUFFIXES) if args.out else None
+    plan = metric_plan(args)
+    if args.report:
+        output_path(args.report, suffixes=(".html", ".htm"), option="--report")
     if args.embeddings:
         from ._embedded import score_embeddings
 
+        if plan.multi:
+            raise SdclipError("--embeddings: stored embeddings give the clip metric only; drop --metric")
         return score_embeddings(args, out, read_pairs=read_pairs, write_ranked=_write_ranked, print_rows=_print_rows,
                                 finish=_finish)
     launched = relaunch(args)  # --processes N: the same command under accelerate launch
@@ -256,9 +264,12 @@ def run(args: argparse.Namespace) -> int:
     same_file(out, [image for image, _ in pairs if image.lower().endswith(out.suffix.lower())], what="image")
     processes = processes_for(args, out)
     if processes is not None:  # launched, or resuming part files: each process scores its share
-        rows = run_sharded(args, out, pairs, processes, row_batches=lambda todo: row_batches(_load_scorer(args), todo),
+        scorer = lambda: load_multi(args, plan) if plan.multi else _load_scorer(args)  # noqa: E731
+        rows = run_sharded(args, out, pairs, processes, row_batches=lambda todo: row_batches(scorer(), todo, plan),
                            pair_key=lambda pair: _key(*pair), row_key=lambda row: _key(_row_image(row.image, out),
-                                                                                       row.prompt), write=_write_ranked)
+                                                                                       row.prompt),
+                           write=lambda path, rows: _write_ranked(path, rows, plan.columns),
+                           resumed=lambda row: resumed_row(plan, row), metrics=plan.columns)
         return 0 if rows is None else _finish(args, rank_rows(rows), out)
     with OutputLock(out):
         existing = out.is_file() and out.stat().st_size > 0
@@ -267,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
                               "--overwrite to replace it")
         done: list[ScoreRow] = []
         if existing and args.resume:
-            done = list({_key(_row_image(r.image, out), r.prompt): r
-                         for r in read_resume_rows(out, name="--out") if not r.error}.values())
+            done = list({_key(_row_image(r.image, out), r.prompt): kept for r in read_resume_rows(out, name="--out")
+                         if (kept := resumed_row(plan, r)) is not None}.values())  # all asked metrics, no error
             _check_same_folder(out, done, pairs)
             finished = {_key(_row_image(row.image, out), row.prompt) for row in done}
             wanted = {_key(*pair) for pair in pairs}
@@ -276,36 +287,39 @@ def run(args: argparse.Namespace) -> int:
             stderr().print(f"resuming {shown(str(out))}: {len(wanted & finished)} pairs already scored, "
                            f"{len(pairs)} to go")
         if args.overwrite:  # the old file stays until this run succeeds
-            rows = _score(args, pairs, None, [])
+            rows = _score(args, pairs, None, [], plan)
         else:
-            rows = _score(args, pairs, out, done)
-        rows = _write_ranked(out, rows)
+            rows = _score(args, pairs, out, done, plan)
+        rows = _write_ranked(out, rows, plan.columns)
     return _finish(args, rows, out)
 
 
-def _write_ranked(out: Path, rows: list[ScoreRow]) -> list[ScoreRow]:
-    """Rank ``rows`` per prompt and put them in ``out`` atomically."""
+def _write_ranked(out: Path, rows: list[ScoreRow], metrics: tuple[str, ...] = ()) -> list[ScoreRow]:
+    """Rank ``rows`` per prompt and put them in ``out`` atomically (``metrics``: the file's metric columns)."""
     rows = rank_rows(rows)
-    atomic_write(out, lambda file: write_rows(file, rows, out.suffix), **ENCODING)
+    atomic_write(out, lambda file: write_rows(file, rows, out.suffix, metrics=metrics), **ENCODING)
     return rows
 
 
 def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | None,
-           done: list[ScoreRow]) -> list[ScoreRow]:
+           done: list[ScoreRow], plan: MetricPlan | None = None) -> list[ScoreRow]:
     """Score ``pairs``; with ``out``, rewrite it with ``done`` and append each batch as it comes."""
     rows = list(done)
     if not pairs:
         return rows
-    scorer = _load_scorer(args)  # before --out is touched: a bad --model changes nothing
+    plan = plan or metric_plan(args)
+    # before --out is touched: a bad --model changes nothing
+    scorer = load_multi(args, plan) if plan.multi else _load_scorer(args)
     file = None
     if out is not None:
-        atomic_write(out, lambda f: write_rows(f, done, out.suffix), **ENCODING)  # drops failed and half rows
+        atomic_write(out, lambda f: write_rows(f, done, out.suffix, metrics=plan.columns),
+                     **ENCODING)  # drops failed and half rows
         try:
             file = out.open("a", newline="", **ENCODING)
         except OSError as error:
             raise write_failed(out, error) from None
     try:
-        for new in row_batches(scorer, pairs):
+        for new in row_batches(scorer, pairs, plan):
             rows += new
             if file is not None:
                 try:
@@ -323,7 +337,12 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
 
 
 def _finish(args: argparse.Namespace, rows: list[ScoreRow], out: Path | None) -> int:
-    _print_summary(rows, out)
+    plan = metric_plan(args)
+    if plan.multi:
+        print_metric_summary(plan, rows, out)
+    else:
+        _print_summary(rows, out)
+    write_report_option(args, rows, out)
     failed = sum(bool(row.error) for row in rows)
     return 1 if args.strict and failed else 0
 
@@ -334,11 +353,13 @@ def _print_rows(rows: list[ScoreRow]) -> None:
     from ..scoring.ranking import rank_rows
 
     table = Table(title="scores")
-    for column in COLUMNS:
-        table.add_column(column, justify="right" if column in ("score", "rank") else "left")
+    metrics = [name for name, _ in rows[0].metrics] if rows else []
+    for column in COLUMNS + tuple(metrics):
+        table.add_column(column, justify="left" if column in ("image", "prompt", "error") else "right")
     for row in rank_rows(rows):
         table.add_row(shown(row.image), shown(row.prompt), "" if row.score is None else f"{row.score:.4f}",
-                      "" if row.rank is None else str(row.rank), shown(row.error))
+                      "" if row.rank is None else str(row.rank), shown(row.error),
+                      *("" if row.metric(name) is None else f"{row.metric(name):.4f}" for name in metrics))
     stdout().print(table)
 
 

@@ -41,8 +41,17 @@ def _sources(out: Path, *, with_out: bool) -> list[tuple[Path, str]]:
     return sources + [(path, "part file") for path in existing_parts(out)]
 
 
-def done_keys(out: str | os.PathLike, row_key: Callable[[ScoreRow], Hashable], *, with_out: bool = True) -> set:
-    """Keys of the pairs already scored (a row without an error) in ``out`` and in all its part files.
+def _kept(row: ScoreRow) -> ScoreRow | None:
+    """The default ``resumed``: a row counts as done when it has no error."""
+    return None if row.error else row
+
+
+def done_keys(out: str | os.PathLike, row_key: Callable[[ScoreRow], Hashable], *, with_out: bool = True,
+              resumed: Callable[[ScoreRow], ScoreRow | None] | None = None) -> set:
+    """Keys of the pairs already scored in ``out`` and in all its part files.
+
+    ``resumed(row)`` gives a row as this run would write it, or None when it must be scored again
+    (default: rows without an error are done).
 
     Example:
         >>> import pathlib, tempfile
@@ -53,8 +62,9 @@ def done_keys(out: str | os.PathLike, row_key: Callable[[ScoreRow], Hashable], *
         {('a.png', 'cat')}
     """
     out = Path(out)
+    resumed = resumed or _kept
     return {row_key(row) for path, name in _sources(out, with_out=with_out)
-            for row in _rows(path, name=name) if not row.error}
+            for row in _rows(path, name=name) if resumed(row) is not None}
 
 
 def stale_parts_message(out: str | os.PathLike) -> str | None:
@@ -73,12 +83,12 @@ def stale_parts_message(out: str | os.PathLike) -> str | None:
             "finish it (with any number of processes), or --overwrite to start again")
 
 
-def _rewrite(path: Path, rows: Sequence[ScoreRow], suffix: str) -> None:
+def _rewrite(path: Path, rows: Sequence[ScoreRow], suffix: str, metrics: Sequence[str]) -> None:
     """Put ``rows`` (with the header) in ``path`` atomically: a half-written last line is gone."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", newline="", **ENCODING) as file:
-            write_rows(file, rows, suffix)
+            write_rows(file, rows, suffix, metrics=tuple(metrics))
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -98,6 +108,8 @@ def score_in_parts(
     processes: Processes,
     resume: bool = False,
     on_plan: Callable[[int, int], None] | None = None,
+    resumed: Callable[[ScoreRow], ScoreRow | None] | None = None,
+    metrics: Sequence[str] = (),
 ) -> list[ScoreRow] | None:
     """Score this process's share of ``pairs`` into its part file; on the main process, merge and return all rows.
 
@@ -109,6 +121,8 @@ def score_in_parts(
         processes: this process's rank and world size (``shards.current_processes()``).
         resume: count the rows already in ``out`` and in every part file as done.
         on_plan: called with (pairs already done, pairs left to score) before any scoring.
+        resumed: a row read back as this run writes it, or None to score it again (default: error rows).
+        metrics: the file's metric columns (the header of a multi-metric part).
 
     Returns:
         On the main process, the merged rows in input order (unranked); None elsewhere.
@@ -130,7 +144,7 @@ def score_in_parts(
     """
     out = Path(out)
     suffix = out.suffix.lower()
-    done = done_keys(out, row_key) if resume else set()
+    done = done_keys(out, row_key, resumed=resumed) if resume else set()
     left = [pair for pair in pairs if pair_key(pair) not in done]
     if on_plan is not None:
         on_plan(len(pairs) - len(left), len(left))
@@ -142,15 +156,15 @@ def score_in_parts(
                 path.unlink(missing_ok=True)
     processes.barrier()  # every process has read the parts before any rewrites its own
     part = part_path(out, processes.rank, processes.world)
-    _rewrite(part, _rows(part, name="part file") if resume else [], suffix)
+    _rewrite(part, _rows(part, name="part file") if resume else [], suffix, metrics)
     with part.open("a", newline="", **ENCODING) as file:
         for rows in row_batches(mine) if mine else ():
-            write_rows(file, rows, suffix, with_header=False)
+            write_rows(file, rows, suffix, with_header=False, metrics=tuple(metrics) or None)
             file.flush()  # a killed process loses at most the batch it was scoring
     processes.barrier()  # every part is complete
     if not processes.is_main:
         return None
-    return merge_parts(out, pairs, pair_key=pair_key, row_key=row_key, with_out=resume)
+    return merge_parts(out, pairs, pair_key=pair_key, row_key=row_key, with_out=resume, resumed=resumed)
 
 
 def merge_parts(
@@ -160,10 +174,12 @@ def merge_parts(
     pair_key: Callable[[Pair], Hashable],
     row_key: Callable[[ScoreRow], Hashable],
     with_out: bool = False,
+    resumed: Callable[[ScoreRow], ScoreRow | None] | None = None,
 ) -> list[ScoreRow]:
     """One row per input pair, in input order, from every part file of ``out`` (and ``out`` itself with ``with_out``).
 
-    A pair with several rows (an error row, then its retry) keeps the first row without an error.
+    A pair with several rows (an error row, then its retry) keeps the first done one (``resumed``, as
+    ``done_keys``), as ``resumed`` gives it back.
 
     Raises:
         ScoreFileError: a pair has no row in any part (a process stopped early: resume the run).
@@ -180,11 +196,19 @@ def merge_parts(
         ['a.png', 'b.png']
     """
     out = Path(out)
+    resumed = resumed or _kept
     best: dict[Hashable, ScoreRow] = {}
+    final: set[Hashable] = set()
     for path, name in _sources(out, with_out=with_out):
         for row in _rows(path, name=name):
             key = row_key(row)
-            if key not in best or (best[key].error and not row.error):
+            if key in final:
+                continue
+            kept = resumed(row)
+            if kept is not None:
+                best[key] = kept
+                final.add(key)
+            elif key not in best:
                 best[key] = row
     merged, missing = [], []
     for pair in pairs:
