@@ -61,12 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="image files and folders (folders searched recursively for .png .jpg .jpeg .webp .bmp)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", metavar="TEXT", type=prompt_text, help="score every image against this prompt")
-    what.add_argument("--webdataset", nargs="+", metavar="TAR",
-                      help="WebDataset shards (img2dataset's {key}.jpg + {key}.txt/.json) or folders of them: "
-                      "each image is scored against its caption, streamed from the tar")
     what.add_argument("--pairs", metavar="FILE",
                       help="CSV with columns image,prompt or JSONL of {\"image\", \"prompt\"}; "
                       "image paths relative to the file")
+    what.add_argument("--webdataset", nargs="+", metavar="TAR",
+                      help="WebDataset shards (img2dataset's {key}.jpg + {key}.txt/.json) or folders of them: "
+                      "each image is scored against its caption, streamed from the tar")
     parser.add_argument("--out", metavar="FILE", help=".csv or .jsonl (default: a table on stdout)")
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                         help="images per model call (default: 64 on cuda, 4 on cpu)")
