@@ -256,14 +256,14 @@ def run(args: argparse.Namespace) -> int:
     if launched is not None:
         return launched
     pairs = _pairs_from_args(args)
+    processes = processes_for(args, out)  # launched, or resuming part files: each process scores its share
     if out is None:
         rows = _score(args, pairs, None, [])
         _print_rows(rows)
         return _finish(args, rows, None)
     same_file(out, [args.pairs] if args.pairs else [], what="--pairs file")
     same_file(out, [image for image, _ in pairs if image.lower().endswith(out.suffix.lower())], what="image")
-    processes = processes_for(args, out)
-    if processes is not None:  # launched, or resuming part files: each process scores its share
+    if processes is not None:
         scorer = lambda: load_multi(args, plan) if plan.multi else _load_scorer(args)  # noqa: E731
         rows = run_sharded(args, out, pairs, processes, row_batches=lambda todo: row_batches(scorer(), todo, plan),
                            pair_key=lambda pair: _key(*pair), row_key=lambda row: _key(_row_image(row.image, out),
