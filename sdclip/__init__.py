@@ -49,6 +49,10 @@ _EXPORTS = {
     "load_scorer": "sdclip.scoring.registry",
     "write_report": "sdclip.report",
     "clip": "sdclip.compat.openai_clip",
+    "TrainingError": "sdclip.errors",
+    "TrainingDataError": "sdclip.errors",
+    "train": "sdclip.training.trainer",
+    "TrainConfig": "sdclip.training.options",
 }
 
 _MODULE_EXPORTS = {"clip"}  # names that are modules, not attributes of one
@@ -81,6 +85,9 @@ if TYPE_CHECKING:
     from .prompts.parser import parse_prompt
     from .prompts.chunking import chunk_prompt
     from .prompts.tokens import PromptToken, tokenize_prompt
+    from .errors import TrainingDataError, TrainingError
+    from .training.options import TrainConfig
+    from .training.trainer import train
 
 
 def __getattr__(name: str) -> Any:
