@@ -19,6 +19,8 @@ timed on ready-made pixels to report its share of the GPU's dense fp16/bf16 peak
 Usage:
     python benchmarks/score.py            # 16 prompts (64 images), 3 repeats
     python benchmarks/score.py --quick    # 4 prompts (16 images), 2 repeats: ~10 min on a 2-core CPU
+    python benchmarks/score.py --case multi --quick   # clip + aesthetic vs clip alone (RATIO multi_vs_single)
+    python benchmarks/score.py --case report          # the HTML report of 10,000 rows (benchmarks/score_cases.py)
 
 The last lines are ``RATIO <workload> <sdclip images/s / peer images/s>``, one per comparison.
 """
@@ -32,6 +34,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -167,7 +170,15 @@ def main() -> None:
                         help="GPU dense fp16/bf16 peak (default: from the GPU name, e.g. H100/H200 989)")
     parser.add_argument("--no-bf16", action="store_true", help="CPU: skip the extra sdclip-in-bf16 measurement")
     parser.add_argument("--tiny", action="store_true", help="smoke-test the script on tiny towers (numbers meaningless)")
+    parser.add_argument("--case", choices=["ranking", "multi", "report"], default="ranking",
+                        help="ranking: sdclip vs its peers (default); multi: clip+aesthetic vs clip; report: 10,000 rows")
+    parser.add_argument("--work", default="/tmp/sdclip-bench-report", help="--case report: where the files go")
     args = parser.parse_args()
+    if args.case == "report":
+        from score_cases import report_case
+
+        report_case(Path(args.work))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -189,6 +200,14 @@ def main() -> None:
              for prompt, group in groups for im in group]  # torchmetrics takes (C, H, W) uint8 tensors
 
     scorer = ClipScorer(model, tokenizer, batch_size=args.batch_size)
+    if args.case == "multi":
+        from score_cases import multi_vs_single
+
+        print(f"machine: {machine_name(device)} | {os.cpu_count()} cpus, torch threads {torch.get_num_threads()} | "
+              f"device {device} | dtype {str(dtype).removeprefix('torch.')} | batch {scorer.batch_size} | "
+              f"{len(images)} images, 512x512 PIL, {repeats} repeats, median")
+        multi_vs_single(scorer, images, [p for p, group in groups for _ in group], repeats=repeats)
+        return
 
     def sdclip_run(scorer: ClipScorer) -> Callable[[list], list]:
         def run(work: list) -> list:

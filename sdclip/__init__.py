@@ -44,6 +44,10 @@ _EXPORTS = {
     "similarity_matrix": "sdclip.inspection.api",
     "ClipScorer": "sdclip.scoring.clip_scorer",
     "Ranking": "sdclip.scoring.ranking",
+    "MultiScorer": "sdclip.scoring.multi",
+    "score_many": "sdclip.scoring.multi",
+    "load_scorer": "sdclip.scoring.registry",
+    "write_report": "sdclip.report",
     "clip": "sdclip.compat.openai_clip",
     "TrainingError": "sdclip.errors",
     "TrainingDataError": "sdclip.errors",
@@ -72,7 +76,10 @@ if TYPE_CHECKING:
     )
     from .inspection.api import embedding_report, similarity_matrix
     from .models.loading import load_clip_model, load_text_encoder, load_text_encoders
+    from .report import write_report
     from .scoring.clip_scorer import ClipScorer, Ranking
+    from .scoring.multi import MultiScorer, score_many
+    from .scoring.registry import load_scorer
     from .models.sources import resolve_source
     from .models.tokenizer import load_tokenizer
     from .prompts.parser import parse_prompt

@@ -78,6 +78,14 @@ def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_
     shutil.copytree(weights / "clip-vit-large-patch14", snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    # the aesthetic head (LAION's layers.N keys, on the stand-in CLIP's width) and HPS v2 (OpenCLIP layout)
+    from sdclip.testing import random_openclip_state_dict
+
+    widths = (96, 64, 32, 16, 8, 1)
+    save_file({f"layers.{i}.{kind}": torch.randn(*((o, n) if kind == "weight" else (o,))) * 0.2
+               for i, n, o in zip((0, 2, 4, 6, 7), widths[:-1], widths[1:]) for kind in ("weight", "bias")},
+              str(weights / "sac+logos+ava1-l14-linearMSE.safetensors"))
+    save_file(random_openclip_state_dict(), str(weights / "HPS_v2.1_compressed.safetensors"))
     (root / "embeddings").mkdir()
     save_file({"emb_params": torch.randn(2, 128)}, str(root / "embeddings" / "my-style.safetensors"))
     rng = np.random.default_rng(0)

@@ -59,17 +59,18 @@ def metric_plan(args: argparse.Namespace) -> MetricPlan:
     from ..scoring.registry import available_scorers
 
     known = available_scorers()
-    metrics = tuple(dict.fromkeys(name.strip() for name in str(args.metric).split(",") if name.strip()))
+    given = getattr(args, "metric", "clip")  # a Namespace built without these options: the clip run
+    metrics = tuple(dict.fromkeys(name.strip() for name in str(given).split(",") if name.strip()))
     if not metrics:
-        raise SdclipError(f"--metric: expected comma-separated metric names ({', '.join(known)}), got {args.metric!r}")
+        raise SdclipError(f"--metric: expected comma-separated metric names ({', '.join(known)}), got {given!r}")
     for name in metrics:
         if name not in known:
             raise SdclipError(f"--metric: unknown metric '{name}'; available: {', '.join(known)}")
-    rank_by = args.rank_by or metrics[0]
+    rank_by = getattr(args, "rank_by", None) or metrics[0]
     if rank_by not in metrics:
         raise SdclipError(f"--rank-by: '{rank_by}' is not one of --metric ({', '.join(metrics)}); add it to --metric")
     sources: dict[str, Any] = {"clip": args.model}
-    for item in args.weights:
+    for item in getattr(args, "weights", None) or []:
         name, sep, source = item.partition("=")
         if not sep or not source or name not in metrics:
             raise SdclipError(f"--weights: expected METRIC=SOURCE with METRIC one of --metric ({', '.join(metrics)}), "

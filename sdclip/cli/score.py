@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         raise SdclipError("--overwrite: needs --out (the file to replace)")
     out = output_path(args.out, suffixes=SUFFIXES) if args.out else None
     plan = metric_plan(args)
-    if args.report:
+    if getattr(args, "report", None):
         output_path(args.report, suffixes=(".html", ".htm"), option="--report")
     if args.embeddings:
         from ._embedded import score_embeddings

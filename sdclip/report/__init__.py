@@ -4,7 +4,7 @@
 writes one HTML file with per-prompt ranked grids, a sortable table, per-metric histograms, a
 metric-vs-metric scatter with the largest disagreements, and the error rows. No server, CDN or network:
 styles, script and data are inside the file; images are *linked* relative to it (``thumbnails=SIZE`` first
-writes JPEG thumbnails to a folder beside it), so the HTML stays small (about 150 bytes per row).
+writes JPEG thumbnails to a folder beside it), so the HTML stays small (about 90 bytes per row).
 """
 
 from .data import report_data

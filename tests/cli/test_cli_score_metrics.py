@@ -18,6 +18,8 @@ from sdclip.scoring import load_scorer
 from sdclip.scoring.clip_scorer import ClipScorer
 from sdclip.testing import random_openclip_state_dict
 
+pytestmark = pytest.mark.slow  # end to end: three metrics' models loaded per run
+
 
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch):
