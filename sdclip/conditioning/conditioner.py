@@ -305,6 +305,18 @@ class TextConditioner:
         with self._lock:
             return prompt_tokens(self._chunk(0, prompt, settings), self.tokenizer)
 
+    def encode_schedule(self, prompt: Any, negative_prompt: Any = None, *, steps: int, **options: Any) -> Any:
+        """Prompts whose text changes during sampling (A1111's ``[from:to:when]``, ``[a|b]``): a
+        :class:`~sdclip.conditioning.schedules.ScheduledConditioning`; options as :meth:`encode` (``syntax="a1111"``).
+
+        Example:
+            >>> cond.encode_schedule("a [cat:dog:0.5]", steps=10).ends
+            (5, 10)
+        """
+        from .schedules import encode_schedule
+
+        return encode_schedule(self, prompt, negative_prompt, steps=steps, **options)
+
     def encode(
         self,
         prompt: str | Sequence[str],

@@ -84,6 +84,9 @@ class Syntax:
             (see :mod:`sdclip.prompts.chunking`).
         embedding_prefix: whether ``embedding:name`` names a textual-inversion embedding (ComfyUI).
         description: one line for help texts.
+        schedule: ``(text, steps) -> entries`` for a syntax whose prompts change during sampling (A1111's
+            ``[from:to:when]`` and ``[a|b]``: :func:`sdclip.prompts.schedules.prompt_schedule`); None when
+            its prompts never do. ``encode_schedule`` reads it; ``parse`` sees each scheduled text.
     """
 
     name: str
@@ -92,3 +95,4 @@ class Syntax:
     layout: Literal["diffusers", "a1111", "comfy"] = "a1111"
     embedding_prefix: bool = False
     description: str = ""
+    schedule: Callable[[str, int], tuple] | None = None
