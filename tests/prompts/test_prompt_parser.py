@@ -166,7 +166,7 @@ def test_weights_are_floats() -> None:
 
 
 def test_unknown_syntax_names_value_and_choices() -> None:
-    with pytest.raises(PromptError, match=r"^syntax: expected one of 'plain', 'a1111', 'comfy', got 'webui'$"):
+    with pytest.raises(PromptError, match=r"^syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'webui'$"):
         parse_prompt("a", "webui")
 
 
