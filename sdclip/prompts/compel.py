@@ -66,9 +66,29 @@ class _Attn:
         self.weight, self.children = weight, children
 
 
+def _memo(method):
+    """Remember a rule's result (or failure) per position: nested groups are otherwise re-read once per
+    alternative that tries them, which grows exponentially with the nesting depth."""
+
+    def wrapper(self, i, **kwargs):
+        key = (method.__name__, i, *kwargs.values())
+        if key not in self.memo:
+            try:
+                self.memo[key] = method(self, i, **kwargs)
+            except _Fail:
+                self.memo[key] = None
+        found = self.memo[key]
+        if found is None:
+            raise _Fail
+        return found
+
+    return wrapper
+
+
 class _Reader:
     def __init__(self, text: str) -> None:
         self.s = text
+        self.memo: dict[tuple, tuple | None] = {}
 
     def skip(self, i: int) -> int:
         while i < len(self.s) and self.s[i] in _WS:
@@ -82,6 +102,7 @@ class _Reader:
         return i + len(lit)
 
     # -- words --------------------------------------------------------------------------------------
+    @_memo
     def word(self, i: int) -> tuple[_Frag, int]:
         """compel's ``non_syntax_word``: escapes, ``+``/``-`` inside a word, characters without syntax."""
         s, j = self.s, i
@@ -110,6 +131,7 @@ class _Reader:
         return _Frag(self.s[i:j]), j
 
     # -- groups -------------------------------------------------------------------------------------
+    @_memo
     def quoted(self, i: int, *, inner: bool = True) -> tuple[list, int]:
         i = self.skip(i)
         s = self.s
@@ -134,11 +156,13 @@ class _Reader:
             raise _Fail
         return nodes, j + 1
 
+    @_memo
     def paren(self, i: int) -> tuple[list, int]:
         i = self.literal(i, "(")
         nodes, i = self.sequence(i)
         return nodes, self.literal(i, ")")
 
+    @_memo
     def target(self, i: int) -> tuple[list, int]:
         """compel's ``potential_operator_target``: quoted, parenthesized or one word."""
         for alternative in (self.quoted, self.paren):
@@ -161,6 +185,7 @@ class _Reader:
             raise _Fail
         return float(match.group()), match.end()
 
+    @_memo
     def attention(self, i: int) -> tuple[_Attn, int]:
         try:  # explicit: target.attend(weight)
             nodes, j = self.target(i)
