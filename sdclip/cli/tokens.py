@@ -17,11 +17,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--syntax", default="plain", choices=syntax_names(),
                         help="how the prompt is read (weights, BREAK); default plain, as diffusers")
     parser.add_argument("--no-truncate", action="store_true", help="show every chunk of a long prompt")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="with --syntax a1111: show which text [from:to:when] and [a|b] give at each of N steps")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from ..models.loading import tokenizer_for_source
     from ..prompts.tokens import tokenize_prompt
@@ -29,11 +32,21 @@ def run(args: argparse.Namespace) -> int:
 
     tokenizer = tokenizer_for_source(args.model)
     console = stdout()
+    texts = []
     for prompt in args.prompts:
+        if args.steps is None:
+            texts.append(prompt)
+            continue
+        from ..inspection.schedules import schedule
+
+        scheduled = schedule(prompt, steps=args.steps, syntax=args.syntax)
+        console.print(scheduled)
+        texts += dict.fromkeys(text for *_, text in scheduled.entries)  # the tokens of each distinct text
+    for prompt in texts:
         tokens = tokenize_prompt(prompt, tokenizer, syntax=args.syntax, truncate=not args.no_truncate)
         cut = sum(token.truncated for token in tokens)
         title = f"{prompt!r}: {len(tokens) - cut} tokens" + (f", {cut} past the limit (dropped)" if cut else "")
-        table = Table(title=title)
+        table = Table(title=Text(title))  # Text: brackets and :name: in a prompt are not markup or emoji
         for column in ("chunk", "position", "token", "id", "weight", ""):
             table.add_column(column)
         for token in tokens:

@@ -147,7 +147,16 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
         if len(items) != 1 or not isinstance(items[0], Run) or items[0].weight != 1.0:
             raise PromptError(f"syntax {syntax!r}: the diffusers layout takes one run at weight 1.0, got {items!r:.80}")
         return _diffusers_chunk(items[0].text, tokenizer)  # diffusers' own cut of exactly that text
-    return chunk_items(items, tokenizer, layout="comfy" if layout == "comfy" else "a1111", truncate=truncate)
+    layout = "comfy" if layout == "comfy" else "a1111"
+    if get_syntax(syntax).structured is None:
+        return chunk_items(items, tokenizer, layout=layout, truncate=truncate)
+    # compel's .and(): each part (between breaks) has chunks of its own, and truncation cuts each part
+    parts: list[list[Item]] = [[]]
+    for item in items:
+        parts.append([]) if isinstance(item, Break) else parts[-1].append(item)
+    chunked = [chunk_items(tuple(part), tokenizer, layout=layout, truncate=truncate) for part in parts]
+    dropped = " ".join(c.truncated_text for c in chunked if c.truncated_text) or None
+    return ChunkedPrompt(tuple(chunk for c in chunked for chunk in c.chunks), dropped)
 
 
 def chunk_items(items: tuple[Item, ...], tokenizer: Tokenizer, *, layout: str = "a1111", truncate: bool = True) -> ChunkedPrompt:

@@ -29,7 +29,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["ScheduleEntry", "has_schedule", "prompt_schedule"]
+__all__ = ["ScheduleEntry", "has_schedule", "prompt_schedule", "step_ranges"]
 
 _PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")
 _WHITESPACE = re.compile(r"\s+")
@@ -246,3 +246,21 @@ def prompt_schedule(text: str, steps: int) -> tuple[ScheduleEntry, ...]:
         _text_at(tree, step, steps, out)
         entries.append(ScheduleEntry(step, "".join(out)))
     return tuple(entries)
+
+
+def step_ranges(entries: tuple[ScheduleEntry, ...], steps: int) -> list[range]:
+    """The denoising steps (from 0: diffusers' callback index, A1111's sampler counter) each entry is used
+    for: A1111 picks, at step ``i``, the first entry whose end is ``>= i``. An entry may get no step.
+
+    Example:
+        >>> step_ranges(prompt_schedule("a [cat:dog:3]", 6), 6)
+        [range(0, 4), range(4, 6)]
+        >>> [list(r) for r in step_ranges(prompt_schedule("[cat|dog]", 3), 3)]
+        [[0, 1], [2], []]
+    """
+    ranges, first = [], 0
+    for entry in entries:
+        last = min(entry.end, steps - 1)
+        ranges.append(range(first, max(first, last + 1)))
+        first = max(first, last + 1)
+    return ranges
