@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PromptError
 from ..prompts.chunking import ChunkedPrompt, chunk_items, empty_chunk
 from ..prompts.parsed import Blend, CombinedPrompt, ParsedPrompt, Run
-from .core import run_encoder
 from .weighting import apply_weights
 
 if TYPE_CHECKING:
@@ -48,26 +47,37 @@ _EPSILON = 1e-5  # compel's floor for a downweighted run's weight (tan(pi / 2) i
 
 
 def hidden_states(model: Any, spec: EncoderSpec, ids: torch.Tensor, mask: torch.Tensor | None, *,
-                  clip_skip: int | None) -> torch.Tensor:
-    """A CLIP text model's conditioning hidden states ``(N, T, H)`` for ``ids (N, T)`` with an attention
-    ``mask (N, T)`` (1 = attend), taken as :func:`~.core.run_encoder` takes them (``clip_skip``, the
-    family's layer and final norm).
+                  clip_skip: int | None, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CLIP text model's ``(hidden (N, T, H), pooled (N, D))`` for ``ids (N, T)`` with an attention
+    ``mask (N, T)`` (1 = attend; None = all), taken as :func:`~.core.run_encoder` takes them
+    (``clip_skip``, the family's layer and final norm; pooled at the first EOS, projected when the model
+    has a projection).
 
     Example:
         >>> import torch
         >>> from sdclip.conditioning.types import EncoderSpec
         >>> ids = torch.tensor([cond.tokenizer("a cat", padding="max_length").input_ids])
-        >>> hidden_states(cond.text_encoder, EncoderSpec(), ids, torch.ones_like(ids), clip_skip=None).shape
-        torch.Size([1, 77, 128])
+        >>> hidden, pooled = hidden_states(cond.text_encoder, EncoderSpec(), ids, torch.ones_like(ids), clip_skip=None,
+        ...                                eos_token_id=49407)
+        >>> hidden.shape, pooled.shape
+        (torch.Size([1, 77, 128]), torch.Size([1, 128]))
     """
+    import torch
+
     skip = clip_skip or 0
     output = model(ids, attention_mask=mask, output_hidden_states=True)
+    last = output.last_hidden_state
     if skip == 0 and spec.skip_offset == 1 and spec.final_norm:
-        return output.last_hidden_state
-    hidden = output.hidden_states[-(skip + spec.skip_offset)]
-    if spec.final_norm:
-        hidden = getattr(model, "text_model", model).final_layer_norm(hidden)
-    return hidden
+        hidden = last
+    else:
+        hidden = output.hidden_states[-(skip + spec.skip_offset)]
+        if spec.final_norm:
+            hidden = getattr(model, "text_model", model).final_layer_norm(hidden)
+    eos_position = (ids == eos_token_id).int().argmax(dim=-1)  # (N,) the first EOS: padding may be EOS too
+    pooled = last[torch.arange(last.shape[0], device=last.device), eos_position]
+    if hasattr(model, "text_projection"):
+        pooled = model.text_projection(pooled)
+    return hidden, pooled
 
 
 class _Encoder:
@@ -79,8 +89,11 @@ class _Encoder:
         self.model, self.tokenizer, self.spec, self.settings = model, tokenizer, spec, settings
         self.empty = empty_chunk(tokenizer)
         ids = torch.tensor([self.empty.ids], device=model.device)
-        self.empty_hidden, self.empty_pooled = run_encoder(model, spec, ids, eos_token_id=tokenizer.eos_token_id,
-                                                           clip_skip=settings.clip_skip)  # (1, T, H), (1, D)
+        self.empty_hidden, self.empty_pooled = self.run(ids, None)  # (1, T, H), (1, D)
+
+    def run(self, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return hidden_states(self.model, self.spec, ids, mask, clip_skip=self.settings.clip_skip,
+                             eos_token_id=self.tokenizer.eos_token_id)
 
     def part(self, parsed: ParsedPrompt) -> tuple[torch.Tensor, torch.Tensor, ChunkedPrompt]:
         """One part's ``(hidden (k, T, H), pooled (D,), chunks)`` with compel's weighting and masking."""
@@ -108,7 +121,7 @@ class _Encoder:
                 masks.append(mask)
                 lerp.append(math.tan((1.0 - max(_EPSILON, run.weight)) * math.pi / 2))
         rows = ids.repeat(len(masks), 1)  # (E·k, T): the base, then one masked copy per downweighted run
-        hidden = hidden_states(self.model, self.spec, rows, torch.cat(masks), clip_skip=self.settings.clip_skip)
+        hidden, _ = self.run(rows, torch.cat(masks))
         if (weights != 1).any():
             hidden = apply_weights(hidden, weights.repeat(len(masks), 1), mode="comfy", empty_hidden=self.empty_hidden)
         hidden = hidden.unflatten(0, (len(masks), len(ids)))  # (E, k, T, H)
@@ -118,8 +131,7 @@ class _Encoder:
             hidden = torch.sum(hidden * factors.reshape(-1, 1, 1, 1), dim=0)
         else:
             hidden = hidden[0]
-        _, pooled = run_encoder(self.model, self.spec, ids[:1], eos_token_id=self.tokenizer.eos_token_id,
-                                clip_skip=self.settings.clip_skip)  # unweighted, unmasked: as diffusers
+        _, pooled = self.run(ids[:1], None)  # unweighted, unmasked: as diffusers
         return hidden, pooled[0], chunked
 
     def padded(self, hidden: torch.Tensor, count: int) -> torch.Tensor:
