@@ -247,7 +247,7 @@ class _Reader:
         """compel's top-level prompt: groups, weighted words, else any run without whitespace."""
         nodes: list = []
         while i < len(self.s):
-            if self.s[i] in _WS:
+            if self.s[i] in _ALL_WS:  # \x0b and \x0c too: compel raises on them (pyparsing skips only " \t\n\r")
                 i += 1
                 continue
             self.unsupported(i)
@@ -258,8 +258,6 @@ class _Reader:
                     break
                 except _Fail:
                     pass
-            else:  # a lone \x0b or \x0c: not whitespace to pyparsing, not a word either
-                raise PromptError(f"prompt {self.s[:60]!r}: compel cannot read character {i} ({self.s[i]!r})")
         return nodes, i
 
     def combinator(self, i: int, names: tuple[str, ...]) -> tuple[str, list[list], list[str], int]:

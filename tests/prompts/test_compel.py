@@ -137,3 +137,15 @@ def test_syntax_entry_shows_parts_with_breaks():
     items = parse('("a cat++", "a dog").and()', "compel").items
     assert items == (Run("a", 1.0), Run("cat", 1.1 * 1.1), Break(), Run("a dog", 1.0))
     assert parse('("a cat", "a dog").blend(0.5, 0.5)', "compel").items == (Run("a cat", 1.0),)
+
+
+def test_any_text_parses_or_raises_prompt_error():
+    rng = random.Random(5)
+    alphabet = 'ab c,.()"+-=\\\t\x0c\n01.5|[]:'
+    for _ in range(400):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        try:
+            combined = parse_compel(text)
+        except PromptError:
+            continue
+        assert combined.parts and len(combined.parts) == len(combined.weights), text
