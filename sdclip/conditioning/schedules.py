@@ -27,7 +27,6 @@ from ..prompts.syntaxes import get_syntax
 if TYPE_CHECKING:
     import torch
 
-    from .conditioner import TextConditioner
     from .types import Conditioning
 
 __all__ = ["ScheduledConditioning", "encode_schedule", "texts_by_step"]
@@ -73,8 +72,9 @@ class ScheduledConditioning:
 
     @property
     def tensor_inputs(self) -> list[str]:
-        """What to pass as ``callback_on_step_end_tensor_inputs``: ``prompt_embeds`` (+ ``add_text_embeds`` for SDXL)."""
-        return ["prompt_embeds", "add_text_embeds"] if self.conditionings[0].pipeline_takes_pooled else ["prompt_embeds"]
+        """What to pass as ``callback_on_step_end_tensor_inputs``: ``prompt_embeds`` (and SDXL's ``add_text_embeds``)."""
+        pooled = self.conditionings[0].pipeline_takes_pooled
+        return ["prompt_embeds", "add_text_embeds"] if pooled else ["prompt_embeds"]
 
     def callback(self) -> Callable[..., dict] | None:
         """A ``callback_on_step_end`` that swaps the conditioning between steps; None when nothing changes.
@@ -177,7 +177,7 @@ def _slice_rows(cond: Conditioning, start: int, stop: int) -> Conditioning:
 
 
 def encode_schedule(
-    conditioner: TextConditioner,
+    conditioner: Any,
     prompt: str | Sequence[str],
     negative_prompt: str | Sequence[str] | None = None,
     *,
@@ -188,7 +188,8 @@ def encode_schedule(
     syntax: str = "a1111",
     **options: Any,
 ) -> ScheduledConditioning:
-    """Encode prompts whose text changes during sampling (``TextConditioner.encode_schedule``).
+    """Encode prompts whose text changes during sampling; also ``TextConditioner.encode_schedule`` (this
+    function is the method: ``cond.encode_schedule(prompt, negative_prompt, steps=N, ...)``).
 
     Every prompt and negative prompt (and SDXL's ``prompt_2`` / ``negative_prompt_2``) is scheduled for
     ``steps`` steps; the union of their change points splits sampling into entries, and each entry's texts

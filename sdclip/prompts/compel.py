@@ -369,7 +369,8 @@ def parse_compel(text: str) -> CombinedPrompt:
         nodes, _ = reader.prompt(0)
         return CombinedPrompt((_fused(nodes) or ParsedPrompt((Run("", 1.0),)),), (1.0,))
     if reader.skip(end) != len(text):
-        raise PromptError(f"prompt {text[:60]!r}: text after .blend(...); compel takes a blend only as the whole prompt")
+        raise PromptError(f"prompt {text[:60]!r}: text after .blend(...); compel takes a blend only as the whole "
+                          "prompt")
     normalize = not (options and options[-1] == "no_normalize")
     weights = _floats(options[:-1] if not normalize else options, text) or [1.0] * len(targets)
     parts = [part for part in map(_fused, targets) if part is not None]
