@@ -13,6 +13,8 @@ function returns it unscheduled, as sdclip does.
 
 from __future__ import annotations
 
+import copy
+import functools
 import random
 import re
 
@@ -168,6 +170,12 @@ def _is_tree(node):
     return hasattr(node, "data") and hasattr(node, "children")
 
 
+@functools.lru_cache(maxsize=None)
+def _cached_parse(text):
+    """The parse is the slow part and does not depend on the step count (collect_steps edits a copy)."""
+    return _parses(text)
+
+
 def _subtrees(tree):
     for child in tree.children:
         if _is_tree(child):
@@ -237,7 +245,7 @@ def get_learned_conditioning_prompt_schedules(prompts, base_steps, *, with_lark=
 
     def get_schedule(prompt):
         try:
-            tree = _SCHEDULE_PARSER.parse(prompt) if with_lark else _parses(prompt)
+            tree = _SCHEDULE_PARSER.parse(prompt) if with_lark else copy.deepcopy(_cached_parse(prompt))
         except (LarkError, *(() if lark is None else (lark.exceptions.LarkError,))):
             return [[steps, prompt]]
         return [[t, at_step(t, tree)] for t in collect_steps(steps, tree)]
