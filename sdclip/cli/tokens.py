@@ -19,11 +19,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-truncate", action="store_true", help="show every chunk of a long prompt")
     parser.add_argument("--max-sequence-length", type=int, default=None, metavar="N",
                         help="SD3 / Flux: T5's token limit (default: the pipeline's, 256 / 512)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="with --syntax a1111: show which text [from:to:when] and [a|b] give at each of N steps")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from dataclasses import replace
 
@@ -37,7 +40,17 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = tokenizer_for_source(args.model)
     t5 = t5_tokenizer_for_source(args.model) if args.model is not None else None
     console = stdout()
+    texts = []
     for prompt in args.prompts:
+        if args.steps is None:
+            texts.append(prompt)
+            continue
+        from ..inspection.schedules import schedule
+
+        scheduled = schedule(prompt, steps=args.steps, syntax=args.syntax)
+        console.print(scheduled)
+        texts += dict.fromkeys(text for *_, text in scheduled.entries)  # the tokens of each distinct text
+    for prompt in texts:
         tokens = tokenize_prompt(prompt, tokenizer, syntax=args.syntax, truncate=not args.no_truncate)
         if t5 is not None:  # SD3 / Flux: T5's tokens follow, chunk "t5"
             length = args.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH[t5[1]]
@@ -45,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                                                                                 max_length=length), t5[0])]
         cut = sum(token.truncated for token in tokens)
         title = f"{prompt!r}: {len(tokens) - cut} tokens" + (f", {cut} past the limit (dropped)" if cut else "")
-        table = Table(title=title)
+        table = Table(title=Text(title))  # Text: brackets and :name: in a prompt are not markup or emoji
         for column in ("chunk", "position", "token", "id", "weight", ""):
             table.add_column(column)
         for token in tokens:

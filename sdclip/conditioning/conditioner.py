@@ -40,8 +40,7 @@ class TextConditioner:
 
     Args:
         encoders: loaded text encoders (one for SD 1.x/2.x, two for SDXL).
-        specs: how each encoder's hidden states are taken (default: SD 1.x rules; ``SDXL_SPEC`` for
-            both SDXL encoders).
+        specs: how each encoder's hidden states are taken (default: SD 1.x rules; ``SDXL_SPEC`` for both SDXL encoders).
         cache_size: how many encoded prompts to keep (per settings); 0 disables the cache.
         cache_bytes: the most bytes the cached tensors may hold (default 256 MiB).
         pipeline_takes_pooled: whether ``pipeline_kwargs`` includes the pooled pair.
@@ -64,6 +63,7 @@ class TextConditioner:
         >>> out.prompt_embeds.shape  # the tiny test model is 128 wide; CLIP ViT-L/14 is 768
         torch.Size([4, 77, 128])
     """
+    from .schedules import encode_schedule  # cond.encode_schedule(prompt, negative, steps=N): A1111 [a:b:when], [a|b]
 
     def __init__(
         self,

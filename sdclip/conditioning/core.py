@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelSourceError, PromptError
 from ..prompts.chunking import ChunkedPrompt, empty_chunk
+from ..prompts.syntaxes import get_syntax
 from .weighting import apply_weights
 
 if TYPE_CHECKING:
@@ -223,6 +224,12 @@ def encode_texts(
         >>> [(text and text[:5], tuple(out[text][0].shape)) for text in out]
         [('a cat', (1, 77, 128)), ('cat c', (2, 77, 128)), (None, (1, 77, 128))]
     """
+    structure = get_syntax(settings.syntax).structured
+    if structure is not None:  # compel's blends and .and(): parts encoded and combined with compel's math
+        from .compel_math import encode_combined_texts
+
+        return encode_combined_texts(model, tokenizer, spec, texts, settings, structure=structure,
+                                     truncated=truncated, cache=cache, cache_key=cache_key)
     results, todo = {}, []
     needs_empty = not settings.truncate or settings.weighting == "comfy"
     for text in [*texts, None] if needs_empty else texts:

@@ -65,7 +65,7 @@ def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
         >>> check_options("markdown")
         Traceback (most recent call last):
         ...
-        sdclip.errors.PromptError: syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'
+        sdclip.errors.PromptError: syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'markdown'
     """
     from ..conditioning.settings import resolve_settings
 

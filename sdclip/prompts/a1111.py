@@ -16,6 +16,7 @@ from ..errors import PromptError
 from ._numbers import finite_float as _finite_float
 from ._numbers import saturating_mul as _mul
 from .parsed import BREAK_WEIGHT, ParsedPrompt, Syntax
+from .schedules import prompt_schedule
 
 __all__ = ["MAX_NESTING", "SYNTAX", "parse_a1111"]
 
@@ -175,5 +176,6 @@ def _parse_a1111(text: str) -> list[tuple[str, float]]:
 
 SYNTAX = Syntax(
     name="a1111", parse=parse_a1111, weighting="a1111", layout="a1111",
-    description="AUTOMATIC1111: (x), [x], (x:1.3), BREAK",
+    description="AUTOMATIC1111: (x), [x], (x:1.3), BREAK; [from:to:when] and [a|b] with encode_schedule",
+    schedule=prompt_schedule,
 )

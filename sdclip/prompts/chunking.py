@@ -34,7 +34,7 @@ from .parsed import Break, Item, Run
 from .parser import parse
 from .syntaxes import get_syntax
 
-__all__ = ["CHUNK_LENGTH", "ChunkedPrompt", "TokenChunk", "chunk_prompt", "empty_chunk"]
+__all__ = ["CHUNK_LENGTH", "ChunkedPrompt", "TokenChunk", "chunk_items", "chunk_prompt", "empty_chunk"]
 
 CHUNK_LENGTH = 75
 """Prompt tokens per chunk; a chunk holds ``CHUNK_LENGTH + 2`` ids with BOS and EOS."""
@@ -147,6 +147,28 @@ def chunk_prompt(text: str, tokenizer: Tokenizer, *, syntax: str = "plain", trun
         if len(items) != 1 or not isinstance(items[0], Run) or items[0].weight != 1.0:
             raise PromptError(f"syntax {syntax!r}: the diffusers layout takes one run at weight 1.0, got {items!r:.80}")
         return _diffusers_chunk(items[0].text, tokenizer)  # diffusers' own cut of exactly that text
+    layout = "comfy" if layout == "comfy" else "a1111"
+    if get_syntax(syntax).structured is None:
+        return chunk_items(items, tokenizer, layout=layout, truncate=truncate)
+    # compel's .and(): each part (between breaks) has chunks of its own, and truncation cuts each part
+    parts: list[list[Item]] = [[]]
+    for item in items:
+        parts.append([]) if isinstance(item, Break) else parts[-1].append(item)
+    chunked = [chunk_items(tuple(part), tokenizer, layout=layout, truncate=truncate) for part in parts]
+    dropped = " ".join(c.truncated_text for c in chunked if c.truncated_text) or None
+    return ChunkedPrompt(tuple(chunk for c in chunked for chunk in c.chunks), dropped)
+
+
+def chunk_items(items: tuple[Item, ...], tokenizer: Tokenizer, *, layout: str = "a1111", truncate: bool = True) -> ChunkedPrompt:
+    """Chunks for already-parsed runs and breaks (what :func:`chunk_prompt` does after parsing).
+
+    Syntaxes that combine several encodings (compel's ``.and()`` and blends) chunk each part with it.
+
+    Example:
+        >>> from sdclip.models.tokenizer import load_tokenizer
+        >>> chunk_items((Run("a"), Run("cat", 1.5)), load_tokenizer()).chunks[0].weights[:4]
+        (1.0, 1.0, 1.5, 1.0)
+    """
     if layout == "comfy":
         windows = _comfy_layout(_comfy_groups([item for item in items if isinstance(item, Run)], tokenizer))
     else:

@@ -4,11 +4,10 @@ A syntax turns text into a :class:`ParsedPrompt`: a sequence of :class:`Run` (te
 :class:`Break` (start a new 77-token chunk). The chunker reads these items; nothing downstream sees the
 syntax's own notation.
 
-Where what comes next goes: compel's blends (``("a cat", "a dog").blend(0.7, 0.3)``) and conjunctions
-(``("a cat", "a dog").and()``) combine *encodings* of whole sub-prompts, not tokens, so they would be
-new item types here (``Blend(parts: tuple[ParsedPrompt, ...], weights: tuple[float, ...])``,
-``Conjunction(...)``) that the conditioner (not the chunker) handles, by encoding each part and mixing
-the tensors; a syntax that produces them declares so in its :class:`Syntax` entry.
+compel's blends (``("a cat", "a dog").blend(0.7, 0.3)``) and conjunctions (``("a cat", "a dog").and()``)
+combine *encodings* of whole sub-prompts, not tokens: a syntax that has them gives a
+:class:`CombinedPrompt` of :class:`ParsedPrompt` and :class:`Blend` parts from its ``structured`` entry,
+and the conditioner (``conditioning/compel_math.py``), not the chunker, encodes each part and mixes them.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["BREAK_WEIGHT", "Break", "Item", "ParsedPrompt", "Run", "Syntax"]
+__all__ = ["BREAK_WEIGHT", "Blend", "Break", "CombinedPrompt", "Item", "ParsedPrompt", "Run", "Syntax"]
 
 BREAK_WEIGHT = -1.0
 """The weight A1111 gives its ``("BREAK", -1)`` marker in the ``(text, weight)`` pairs."""
@@ -69,6 +68,32 @@ class ParsedPrompt:
 
 
 @dataclass(frozen=True)
+class Blend:
+    """compel's ``(...).blend(w1, w2, ...)``: the encodings of ``parts`` mixed as ``sum(w_i * e_i)``.
+
+    Attributes:
+        parts: the prompts mixed, each read on its own.
+        weights: one per part.
+        normalize: divide the weights by their sum first (compel's default; off with ``no_normalize``).
+    """
+
+    parts: tuple[ParsedPrompt, ...]
+    weights: tuple[float, ...]
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class CombinedPrompt:
+    """A prompt whose encoding combines several encodings: compel's ``.and()`` parts (concatenated on
+    the token axis, each scaled away from the empty prompt by its weight) of which each is a
+    :class:`ParsedPrompt` or a :class:`Blend`. A plain prompt is one part at weight 1.0.
+    """
+
+    parts: tuple[ParsedPrompt | Blend, ...]
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Syntax:
     """A prompt syntax: how text is read, chunked and weighted. Registered with
     :func:`sdclip.prompts.syntaxes.register_syntax`; everything that takes ``syntax=`` reads this entry.
@@ -84,6 +109,12 @@ class Syntax:
             (see :mod:`sdclip.prompts.chunking`).
         embedding_prefix: whether ``embedding:name`` names a textual-inversion embedding (ComfyUI).
         description: one line for help texts.
+        schedule: ``(text, steps) -> entries`` for a syntax whose prompts change during sampling (A1111's
+            ``[from:to:when]`` and ``[a|b]``: :func:`sdclip.prompts.schedules.prompt_schedule`); None when
+            its prompts never do. ``encode_schedule`` reads it; ``parse`` sees each scheduled text.
+        structured: text to :class:`CombinedPrompt` for a syntax whose prompts combine encodings (compel's
+            blends and ``.and()``); the conditioner then encodes with compel's math
+            (``conditioning/compel_math.py``) and ``parse`` is only what inspection shows.
     """
 
     name: str
@@ -92,3 +123,5 @@ class Syntax:
     layout: Literal["diffusers", "a1111", "comfy"] = "a1111"
     embedding_prefix: bool = False
     description: str = ""
+    schedule: Callable[[str, int], tuple] | None = None
+    structured: Callable[[str], CombinedPrompt] | None = None

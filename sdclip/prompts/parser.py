@@ -31,7 +31,7 @@ from .syntaxes import get_syntax
 
 __all__ = ["BREAK_WEIGHT", "SYNTAXES", "parse", "parse_prompt"]
 
-SYNTAXES: tuple[str, ...] = ("plain", "a1111", "comfy")
+SYNTAXES: tuple[str, ...] = ("plain", "a1111", "comfy", "compel")
 """The built-in prompt syntaxes (more can be registered: :func:`sdclip.prompts.syntaxes.register_syntax`)."""
 
 

@@ -19,7 +19,7 @@ from .parsed import Syntax
 
 __all__ = ["Syntax", "get_syntax", "register_syntax", "syntax_names", "unregister_syntax"]
 
-_BUILTIN = ("plain", "a1111", "comfy")  # each is the module sdclip.prompts.<name>, defining SYNTAX
+_BUILTIN = ("plain", "a1111", "comfy", "compel")  # each is the module sdclip.prompts.<name>, defining SYNTAX
 _table: dict[str, Syntax] = {}
 _lock = threading.Lock()
 
@@ -38,7 +38,7 @@ def syntax_names() -> tuple[str, ...]:
 
     Example:
         >>> syntax_names()
-        ('plain', 'a1111', 'comfy')
+        ('plain', 'a1111', 'comfy', 'compel')
     """
     return tuple(_syntaxes())
 
@@ -55,7 +55,7 @@ def get_syntax(name: Any) -> Syntax:
         >>> get_syntax("webui")
         Traceback (most recent call last):
         ...
-        sdclip.errors.PromptError: syntax: expected one of 'plain', 'a1111', 'comfy', got 'webui'
+        sdclip.errors.PromptError: syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'webui'
     """
     table = _syntaxes()
     if isinstance(name, str) and name in table:

@@ -129,7 +129,7 @@ def test_default_options_are_plain_and_truncated(conditioner):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"syntax": "markdown"}, r"syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'"),
+        ({"syntax": "markdown"}, r"syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'markdown'"),
         ({"weighting": "heavy"}, r"weighting: expected None or one of 'a1111', 'comfy', 'multiply', got 'heavy'"),
         ({"truncate": "no"}, r"truncate: expected True or False, got 'no'"),
     ],

@@ -105,7 +105,7 @@ def test_tokens_rows_dict_and_table():
 
 
 @pytest.mark.parametrize("bad, error, message", [
-    ({"syntax": "markdown"}, PromptError, "syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'"),
+    ({"syntax": "markdown"}, PromptError, "syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'markdown'"),
     ({"prompt": 3}, PromptTypeError, "prompt: expected a string, got int"),
 ])  # fmt: skip
 def test_tokens_errors(bad, error, message):
@@ -338,7 +338,7 @@ def test_cli_inspect(model_folder, tmp_path, capsys, cond):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--syntax", "markdown"], "sdclip inspect: error: syntax: expected one of 'plain', 'a1111', 'comfy', got 'markdown'"),
+    (["--syntax", "markdown"], "sdclip inspect: error: syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'markdown'"),
     (["--weighting", "loud"], "sdclip inspect: error: weighting: expected None or one of 'a1111', 'comfy', 'multiply', got 'loud'"),
     (["--model", "no/such/folder"], "sdclip inspect: error: model 'no/such/folder': no such file or folder"),
     (["--json", "out.txt"], "sdclip inspect: error: --json 'out.txt': expected a file ending in .json"),

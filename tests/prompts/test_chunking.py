@@ -215,7 +215,7 @@ def test_comfy_truncate(tok) -> None:
 
 
 def test_unknown_syntax(tok) -> None:
-    with pytest.raises(PromptError, match="syntax: expected one of 'plain', 'a1111', 'comfy', got 'A1111'"):
+    with pytest.raises(PromptError, match="syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'A1111'"):
         chunk_prompt("cat", tok, syntax="A1111")
 
 

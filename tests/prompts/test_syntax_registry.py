@@ -54,7 +54,7 @@ def test_registered_syntax_in_parse_and_inspection(upper, conditioner) -> None:
 def test_unregistered_syntax_is_gone_everywhere(conditioner) -> None:
     register_syntax(Syntax("upper", _upper))
     unregister_syntax("upper")
-    message = r"^syntax: expected one of 'plain', 'a1111', 'comfy', got 'upper'$"
+    message = r"^syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got 'upper'$"
     with pytest.raises(PromptError, match=message):
         conditioner.encode("a cat", syntax="upper")
     with pytest.raises(PromptError, match=message):
@@ -76,7 +76,7 @@ def test_registry_refuses_duplicates_and_builtin_removal(upper) -> None:
 
 @pytest.mark.parametrize("bad", [None, 3, ["plain"], "Plain"])
 def test_syntax_check_is_one_message_for_any_value(bad) -> None:
-    with pytest.raises(PromptError, match=r"^syntax: expected one of 'plain', 'a1111', 'comfy', got "):
+    with pytest.raises(PromptError, match=r"^syntax: expected one of 'plain', 'a1111', 'comfy', 'compel', got "):
         get_syntax(bad)
 
 
