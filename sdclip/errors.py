@@ -51,3 +51,11 @@ class ScoreFileError(SdclipError, ValueError):
 
 class ScorerError(SdclipError, ValueError):
     """A scorer option out of range, or a scorer name that is not registered."""
+
+
+class TrainingError(SdclipError, ValueError):
+    """A training option out of range, or a model or output folder training cannot use."""
+
+
+class TrainingDataError(TrainingError):
+    """Training data that cannot be read: a missing file, an unknown format, a missing column, no pairs."""
