@@ -38,7 +38,7 @@ TEXT = {
 }  # fmt: skip
 VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
           "patch_size": 8, "image_size": IMAGE_SIZE, "hidden_act": "quick_gelu", "projection_dim": 64}  # fmt: skip
-TRAINING = {"batch_size": 128, "max_steps": 600, "lr": 1e-3, "warmup_steps": 50, "weight_decay": 0.1,
+TRAINING = {"batch_size": 128, "max_steps": 300, "lr": 2e-3, "warmup_steps": 30, "weight_decay": 0.1,
             "eval_every": 100, "seed": SEED, "image_size": IMAGE_SIZE, "label_template": "a {}"}  # fmt: skip
 SHIPPED = ROOT / "sdclip" / "models" / "_demo" / "shapes"
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
