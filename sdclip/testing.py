@@ -309,3 +309,58 @@ def save_hub_style_folder(text_model: Any, folder: str | Path) -> Path:
     tensors["text_model.embeddings.position_ids"] = torch.arange(text_model.config.max_position_embeddings)[None]
     save_file(tensors, str(folder / "model.safetensors"))
     return folder
+
+
+def random_openclip_state_dict(
+    *, text_width: int = 128, text_layers: int = 2, vision_width: int = 128, vision_layers: int = 2,
+    patch: int = 16, image_size: int = 64, projection: int = 96, context: int = 77, vocab: int = 49408,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Random tensors under OpenCLIP's ViT ``CLIP`` key names and shapes (``open_clip/model.py``), as HPS v2 ships.
+
+    Written from OpenCLIP's names, not from a transformers model, so a conversion test compares two layouts
+    that were built independently. 64-wide heads, MLP ratio 4.
+
+    Example:
+        >>> sd = random_openclip_state_dict()
+        >>> tuple(sd["visual.conv1.weight"].shape), tuple(sd["text_projection"].shape)
+        ((128, 3, 16, 16), (128, 96))
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 0.05, mean: float = 0.0) -> Any:
+        return torch.randn(*shape, generator=generator) * scale + mean
+
+    def blocks(prefix: str, width: int, layers: int) -> dict[str, Any]:
+        tensors = {}
+        for n in range(layers):
+            b = f"{prefix}transformer.resblocks.{n}."
+            tensors.update({
+                b + "ln_1.weight": rand(width, scale=0.1, mean=1.0), b + "ln_1.bias": rand(width, scale=0.1),
+                b + "attn.in_proj_weight": rand(3 * width, width), b + "attn.in_proj_bias": rand(3 * width),
+                b + "attn.out_proj.weight": rand(width, width), b + "attn.out_proj.bias": rand(width),
+                b + "ln_2.weight": rand(width, scale=0.1, mean=1.0), b + "ln_2.bias": rand(width, scale=0.1),
+                b + "mlp.c_fc.weight": rand(4 * width, width), b + "mlp.c_fc.bias": rand(4 * width),
+                b + "mlp.c_proj.weight": rand(width, 4 * width), b + "mlp.c_proj.bias": rand(width),
+            })  # fmt: skip
+        return tensors
+
+    grid = image_size // patch
+    return {
+        "token_embedding.weight": rand(vocab, text_width, scale=0.5),
+        "positional_embedding": rand(context, text_width, scale=0.1),
+        **blocks("", text_width, text_layers),
+        "ln_final.weight": rand(text_width, scale=0.1, mean=1.0), "ln_final.bias": rand(text_width, scale=0.1),
+        "text_projection": rand(text_width, projection, scale=0.1),
+        "logit_scale": torch.tensor(4.6052),
+        "visual.class_embedding": rand(vision_width, scale=0.5),
+        "visual.positional_embedding": rand(grid * grid + 1, vision_width, scale=0.1),
+        "visual.conv1.weight": rand(vision_width, 3, patch, patch, scale=0.05),
+        "visual.ln_pre.weight": rand(vision_width, scale=0.1, mean=1.0), "visual.ln_pre.bias": rand(vision_width, scale=0.1),
+        **blocks("visual.", vision_width, vision_layers),
+        "visual.ln_post.weight": rand(vision_width, scale=0.1, mean=1.0),
+        "visual.ln_post.bias": rand(vision_width, scale=0.1),
+        "visual.proj": rand(vision_width, projection, scale=0.1),
+    }  # fmt: skip

@@ -137,3 +137,36 @@ def tiny_clip_processor():
     from transformers import CLIPImageProcessorPil
 
     return CLIPImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+
+
+# -- SD3 / Flux (tiny CLIP-L, bigG and T5; see sdclip.testing_mmdit) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def sd3_pipe():
+    """A tiny StableDiffusion3Pipeline: CLIP-L and bigG with projections, a 384-wide T5, a T5 tokenizer built here."""
+    from sdclip.testing_mmdit import tiny_sd3_pipeline
+
+    return tiny_sd3_pipeline()
+
+
+@pytest.fixture(scope="session")
+def flux_pipe():
+    """A tiny FluxPipeline: CLIP-L (pooled), a 384-wide T5."""
+    from sdclip.testing_mmdit import tiny_flux_pipeline
+
+    return tiny_flux_pipeline()
+
+
+@pytest.fixture(scope="session")
+def sd3_pipeline_folder(sd3_pipe, model_dir) -> Path:
+    folder = model_dir / "tiny-sd3"
+    sd3_pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def flux_pipeline_folder(flux_pipe, model_dir) -> Path:
+    folder = model_dir / "tiny-flux"
+    flux_pipe.save_pretrained(folder)
+    return folder

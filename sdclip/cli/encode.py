@@ -15,6 +15,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--negative", default=None, metavar="TEXT", type=prompt_text, help="negative prompt, shared by all prompts")
     parser.add_argument("--clip-skip", type=int, default=None, metavar="N",
                         help="diffusers' clip_skip: 1 = penultimate layer (A1111's 'Clip skip 2')")
+    parser.add_argument("--max-sequence-length", type=int, default=None, metavar="N",
+                        help="SD3 / Flux: T5's tokens (default: the pipeline's, 256 / 512)")
+    parser.add_argument("--t5-tokenizer", default=None, metavar="FOLDER",
+                        help="SD3.5 single file: the folder of T5's tokenizer (a pipeline's tokenizer_3/)")
     parser.add_argument("--out", required=True, metavar="FILE.safetensors")
     add_model_options(parser, default=DEFAULT_MODEL)
     parser.set_defaults(run=run)
@@ -29,12 +33,16 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(args.out, suffixes=(".safetensors",))
     cond = TextConditioner.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
-        local_files_only=True if args.offline else None,
+        local_files_only=True if args.offline else None, t5_tokenizer=args.t5_tokenizer,
     )
-    result = cond.encode(args.prompts, args.negative, clip_skip=args.clip_skip)
+    mmdit = cond.family is not None
+    result = cond.encode(args.prompts, args.negative, clip_skip=args.clip_skip,
+                         **({"max_sequence_length": args.max_sequence_length} if mmdit else {}))  # fmt: skip
     names = ["prompt_embeds", "pooled_prompt_embeds"]
     if args.negative is not None:
         names += ["negative_prompt_embeds", "negative_pooled_prompt_embeds"]
+    if mmdit:  # SD3 / Flux: every tensor the pipeline takes (and Flux's text_ids)
+        names = [*result.pipeline_kwargs(), *(["text_ids"] if result.text_ids is not None else [])]
     tensors = {name: getattr(result, name).contiguous().cpu() for name in names}
     data = save(tensors, metadata={"model": str(args.model), "prompts": "\n".join(args.prompts)})
     atomic_write(out, lambda file: file.write(data), binary=True)

@@ -36,6 +36,8 @@ from ..prompts.lists import has_lone_surrogate
 from ..scoring.score_files import COLUMNS, ENCODING, SUFFIXES, ScoreRow, read_resume_rows, write_rows
 from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
                       stderr, stdout, write_failed)
+from ._score_metrics import (MetricPlan, add_metric_options, batch_rows, load_multi, metric_plan,
+                             print_metric_summary, resumed_row, write_report_option)
 
 
 def _positive_int(value: str) -> int:
@@ -82,6 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="with --preprocessing fast on cuda: decode JPEG files on the GPU (nvjpeg, needs "
                         "torchvision: pip install 'sdclip[gpu]'); ignored where it cannot run")
     add_model_options(parser, default=DEFAULT_MODEL)
+    add_metric_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -226,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and not args.out:
         raise SdclipError("--overwrite: needs --out (the file to replace)")
     out = output_path(args.out, suffixes=SUFFIXES) if args.out else None
+    plan = metric_plan(args)
+    if args.report:
+        output_path(args.report, suffixes=(".html", ".htm"), option="--report")
     pairs = _pairs_from_args(args)
     if out is None:
         rows = _score(args, pairs, None, [])
@@ -240,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
                               "--overwrite to replace it")
         done: list[ScoreRow] = []
         if existing and args.resume:
-            done = list({_key(_row_image(r.image, out), r.prompt): r
-                         for r in read_resume_rows(out, name="--out") if not r.error}.values())
+            done = list({_key(_row_image(r.image, out), r.prompt): kept for r in read_resume_rows(out, name="--out")
+                         if (kept := resumed_row(plan, r)) is not None}.values())  # all asked metrics, no error
             _check_same_folder(out, done, pairs)
             finished = {_key(_row_image(row.image, out), row.prompt) for row in done}
             wanted = {_key(*pair) for pair in pairs}
@@ -249,28 +255,31 @@ def run(args: argparse.Namespace) -> int:
             stderr().print(f"resuming {shown(str(out))}: {len(wanted & finished)} pairs already scored, "
                            f"{len(pairs)} to go")
         if args.overwrite:  # the old file stays until this run succeeds
-            rows = _score(args, pairs, None, [])
+            rows = _score(args, pairs, None, [], plan)
         else:
-            rows = _score(args, pairs, out, done)
+            rows = _score(args, pairs, out, done, plan)
         from ..scoring.ranking import rank_rows
 
         rows = rank_rows(rows)
-        atomic_write(out, lambda file: write_rows(file, rows, out.suffix), **ENCODING)
+        atomic_write(out, lambda file: write_rows(file, rows, out.suffix, metrics=plan.columns), **ENCODING)
     return _finish(args, rows, out)
 
 
 def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | None,
-           done: list[ScoreRow]) -> list[ScoreRow]:
+           done: list[ScoreRow], plan: MetricPlan | None = None) -> list[ScoreRow]:
     """Score ``pairs``; with ``out``, rewrite it with ``done`` and append each batch as it comes."""
     from tqdm import tqdm
 
     rows = list(done)
     if not pairs:
         return rows
-    scorer = _load_scorer(args)  # before --out is touched: a bad --model changes nothing
+    plan = plan or metric_plan(args)
+    # before --out is touched: a bad --model changes nothing
+    scorer = load_multi(args, plan) if plan.multi else _load_scorer(args)
     file = None
     if out is not None:
-        atomic_write(out, lambda f: write_rows(f, done, out.suffix), **ENCODING)  # drops failed and half rows
+        atomic_write(out, lambda f: write_rows(f, done, out.suffix, metrics=plan.columns),
+                     **ENCODING)  # drops failed and half rows
         try:
             file = out.open("a", newline="", **ENCODING)
         except OSError as error:
@@ -279,8 +288,8 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
         with tqdm(total=len(pairs), unit="img", desc="sdclip score", file=sys.stderr) as progress:
             batches = scorer.iter_scores([Path(image) for image, _ in pairs], [p for _, p in pairs], errors="return")
             for batch in batches:
-                new = []
-                for offset, (score, error) in enumerate(zip(batch.scores.tolist(), batch.errors)):
+                new = batch_rows(plan, batch, pairs) if plan.multi else []
+                for offset, (score, error) in enumerate([] if plan.multi else zip(batch.scores.tolist(), batch.errors)):
                     image, prompt = pairs[batch.start + offset]
                     ok = error is None and not math.isnan(score)
                     new.append(ScoreRow(image, prompt, round(score, 6) if ok else None, None,
@@ -303,7 +312,12 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
 
 
 def _finish(args: argparse.Namespace, rows: list[ScoreRow], out: Path | None) -> int:
-    _print_summary(rows, out)
+    plan = metric_plan(args)
+    if plan.multi:
+        print_metric_summary(plan, rows, out)
+    else:
+        _print_summary(rows, out)
+    write_report_option(args, rows, out)
     failed = sum(bool(row.error) for row in rows)
     return 1 if args.strict and failed else 0
 
@@ -314,11 +328,13 @@ def _print_rows(rows: list[ScoreRow]) -> None:
     from ..scoring.ranking import rank_rows
 
     table = Table(title="scores")
-    for column in COLUMNS:
-        table.add_column(column, justify="right" if column in ("score", "rank") else "left")
+    metrics = [name for name, _ in rows[0].metrics] if rows else []
+    for column in COLUMNS + tuple(metrics):
+        table.add_column(column, justify="left" if column in ("image", "prompt", "error") else "right")
     for row in rank_rows(rows):
         table.add_row(shown(row.image), shown(row.prompt), "" if row.score is None else f"{row.score:.4f}",
-                      "" if row.rank is None else str(row.rank), shown(row.error))
+                      "" if row.rank is None else str(row.rank), shown(row.error),
+                      *("" if row.metric(name) is None else f"{row.metric(name):.4f}" for name in metrics))
     stdout().print(table)
 
 

@@ -12,21 +12,21 @@ import contextlib
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._lru import DEFAULT_MAX_BYTES, LRUCache, check_cache_size
 from ..errors import PromptError, PromptTypeError
-from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, LoadOptions, load_encoders
+from ..models.loading import LoadedTextEncoder, LoadedTextEncoders, LoadOptions
+from ..models.mmdit import load_conditioning_encoders, load_files
 from ..models.sources import DEFAULT_MODEL
 from ..prompts.chunking import ChunkedPrompt, chunk_prompt
-from ..prompts.lists import second_prompts, validate_prompts
 from ..prompts.tokens import PromptToken, prompt_tokens
-from ..prompts.truncation import TruncationWarning, warn_truncated
-from .core import build_conditioning, encode_texts
+from ..prompts.truncation import TruncationWarning
+from .calls import encode_call, t5_device_of
+from .core import encode_texts
 from .cuda_graphs import GraphedForward, encoder_forward
 from .pipelines import pipeline_encoders
-from .settings import EncodeSettings, check_clip_skip, check_num_images, resolve_settings
+from .settings import EncodeSettings, resolve_settings
 from .textual_inversion import expand_textual_inversion
 from .types import SDXL_SPEC, Conditioning, EncoderSpec
 
@@ -54,6 +54,8 @@ class TextConditioner:
             use) on a CUDA device: batch-1 latency drops to a few launches. Same tensors as without
             (within the dtype's rounding where a batch is padded to its graph's size); on the CPU it
             changes nothing, and with ``trainable`` it runs eagerly. See ``cuda_graph_status``.
+        family: ``"sd3"`` or ``"flux"`` for those pipelines (then ``encoders`` are the CLIP ones and ``t5``
+            the T5 encoder, None for SD3 without it, whose part is zeros ``t5_width`` wide); None otherwise.
 
     One conditioner may be shared by threads: encodes run one at a time (the tokenizers are not
     thread-safe) and the cache only ever holds complete, checked entries.
@@ -75,6 +77,9 @@ class TextConditioner:
         force_zeros_for_empty_prompt: bool = False,
         trainable: bool = False,
         cuda_graphs: bool = False,
+        family: str | None = None,
+        t5: LoadedTextEncoder | None = None,
+        t5_width: int | None = None,
     ) -> None:
         if not encoders:
             raise PromptError("encoders: expected at least one text encoder")
@@ -93,6 +98,7 @@ class TextConditioner:
         self._embeddings: list[dict[str, int]] = [{} for _ in self.encoders]  # textual inversion: name -> vectors
         self._owns_models = False  # from_pretrained sets it: then embeddings may extend the models in place
         self._graphs = GraphedForward() if cuda_graphs else None
+        self.family, self.t5, self.t5_width = family, t5, t5_width  # SD3 / Flux: see sdclip.conditioning.mmdit
 
     @classmethod
     def from_pretrained(
@@ -107,8 +113,14 @@ class TextConditioner:
         cache_size: int = 256,
         cache_bytes: int = DEFAULT_MAX_BYTES,
         cuda_graphs: bool = False,
+        devices: dict[str, str | torch.device] | None = None,
+        t5_tokenizer: str | os.PathLike | None = None,
     ) -> TextConditioner:
         """Load the text encoder(s) and tokenizer(s) from a hub id, CLIP folder, pipeline folder or checkpoint.
+
+        SD3 / SD3.5 and Flux pipeline folders load CLIP and T5 (see ``sdclip.conditioning.mmdit``); an SD3
+        folder whose ``text_encoder_3`` is null or absent gives zeros for T5, as diffusers. An SD3.5
+        single file (keys under ``text_encoders.clip_l.transformer.``) needs ``t5_tokenizer`` when it holds T5.
 
         An SDXL pipeline folder (one with ``text_encoder_2``) or single-file SDXL checkpoint (keys under
         ``conditioner.embedders.1.model.``) gives both encoders with SDXL's rules: penultimate hidden
@@ -127,6 +139,8 @@ class TextConditioner:
             cache_size: how many encoded prompts to keep; 0 disables the cache.
             cache_bytes: the most bytes the cached tensors may hold (default 256 MiB).
             cuda_graphs: replay the encoders' forward from CUDA graphs on a CUDA device (see the class).
+            devices: per-encoder devices, e.g. ``{"t5": "cpu"}`` keeps T5 on the CPU while CLIP runs on ``device``.
+            t5_tokenizer: a folder with T5's tokenizer, for sources that bring none (single files).
 
         Raises:
             PromptError: ``cache_size`` or ``cache_bytes`` is not an integer >= 0 (checked before loading).
@@ -141,7 +155,8 @@ class TextConditioner:
         check_cache_size(cache_size)
         check_cache_size(cache_bytes, "cache_bytes")
         options = LoadOptions(device, dtype, local_files_only, allow_pickle)
-        loaded = load_encoders(source, options, subfolder=subfolder)
+        loaded = load_conditioning_encoders(source, options, subfolder=subfolder, t5_tokenizer=t5_tokenizer,
+                                            t5_device=t5_device_of(devices))  # fmt: skip
         conditioner = cls._from_loaded(loaded, cache_size=cache_size, cache_bytes=cache_bytes, cuda_graphs=cuda_graphs)
         conditioner._owns_models = True
         return conditioner
@@ -149,19 +164,14 @@ class TextConditioner:
     @classmethod
     def _from_loaded(cls, loaded: LoadedTextEncoders, *, cache_size: int, cache_bytes: int = DEFAULT_MAX_BYTES,
                      trainable: bool = False, cuda_graphs: bool = False) -> TextConditioner:
-        if not loaded.sdxl:
-            return cls(loaded.encoders, cache_size=cache_size, cache_bytes=cache_bytes, trainable=trainable,
-                       cuda_graphs=cuda_graphs)
+        mmdit = loaded.family.name in ("sd3", "flux")
+        takes_pooled = loaded.sdxl or mmdit
         return cls(
-            loaded.encoders,
-            specs=[SDXL_SPEC] * len(loaded.encoders),
-            cache_size=cache_size,
-            cache_bytes=cache_bytes,
-            trainable=trainable,
-            cuda_graphs=cuda_graphs,
-            pipeline_takes_pooled=True,
-            force_zeros_for_empty_prompt=loaded.force_zeros_for_empty_prompt,
-        )
+            loaded.encoders, specs=[loaded.family.spec] * len(loaded.encoders) if takes_pooled else None,
+            cache_size=cache_size, cache_bytes=cache_bytes, trainable=trainable, cuda_graphs=cuda_graphs,
+            pipeline_takes_pooled=takes_pooled, force_zeros_for_empty_prompt=loaded.sdxl and loaded.force_zeros_for_empty_prompt,
+            family=loaded.family.name if mmdit else None, t5=loaded.t5, t5_width=loaded.t5_width,
+        )  # fmt: skip
 
     @classmethod
     def from_pipeline(cls, pipe: Any, *, cache_size: int = 256, cache_bytes: int = DEFAULT_MAX_BYTES,
@@ -187,6 +197,33 @@ class TextConditioner:
         check_cache_size(cache_bytes, "cache_bytes")
         return cls._from_loaded(pipeline_encoders(pipe), cache_size=cache_size, cache_bytes=cache_bytes,
                                 trainable=trainable, cuda_graphs=cuda_graphs)
+
+    @classmethod
+    def from_files(
+        cls, *, clip_l: str | os.PathLike, clip_g: str | os.PathLike | None = None, t5: str | os.PathLike | None = None,
+        family: Literal["sd3", "flux"] = "sd3", t5_tokenizer: str | os.PathLike | None = None,
+        device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+        devices: dict[str, str | torch.device] | None = None, cache_size: int = 256,
+    ) -> TextConditioner:
+        """SD3 / Flux encoders from standalone files, as ComfyUI users keep them (``clip_l.safetensors``,
+        ``clip_g.safetensors``, ``t5xxl_fp16.safetensors``, or one SD3.5 single file for all three).
+
+        Configs are inferred from shapes; T5 is read straight into ``dtype``. ``t5_tokenizer``: a folder
+        with T5's tokenizer (a pipeline's ``tokenizer_3/`` or ``tokenizer_2/``), required with ``t5``.
+        SD3 without ``t5`` gives zeros for T5, as diffusers. ``devices={"t5": "cpu"}`` keeps T5 on the CPU.
+
+        Raises:
+            ModelSourceError: see ``sdclip.models.mmdit.load_files``.
+        """
+        check_cache_size(cache_size)
+        options = LoadOptions(device, dtype)
+        t5_device = t5_device_of(devices)
+        loaded = load_files(clip_l=clip_l, clip_g=clip_g, t5=t5, family=family, options=options,
+                            t5_options=None if t5_device is None else LoadOptions(t5_device, dtype),
+                            t5_tokenizer=t5_tokenizer)  # fmt: skip
+        conditioner = cls._from_loaded(loaded, cache_size=cache_size)
+        conditioner._owns_models = True
+        return conditioner
 
     @property
     def tokenizer(self) -> Any:
@@ -308,10 +345,13 @@ class TextConditioner:
     def encode(
         self,
         prompt: str | Sequence[str],
-        negative_prompt: str | Sequence[str] | None = None,
+        negative_prompt: str | Sequence[str] | Literal[False] | None = None,
         *,
         prompt_2: str | Sequence[str] | None = None,
         negative_prompt_2: str | Sequence[str] | None = None,
+        prompt_3: str | Sequence[str] | None = None,
+        negative_prompt_3: str | Sequence[str] | None = None,
+        max_sequence_length: int | None = None,
         num_images_per_prompt: int = 1,
         clip_skip: int | None = None,
         clip_skip_negative: Literal["same", "diffusers"] = "same",
@@ -325,8 +365,11 @@ class TextConditioner:
         Args:
             prompt: one prompt or a list of prompts.
             negative_prompt: one for all, one per prompt, or None (the empty prompt, as diffusers; zeros
-                when ``force_zeros`` applies).
-            prompt_2: SDXL: the text for the second encoder (OpenCLIP bigG), one for all or one per
+                when ``force_zeros`` applies; Flux: no negative). ``False``: no negative at all (no guidance):
+                nothing is encoded for it and the negative tensors are None.
+            prompt_3, negative_prompt_3: SD3: the texts for T5 (None or "": ``prompt`` / ``negative_prompt``).
+            max_sequence_length: SD3 / Flux: T5's tokens (default 256 for SD3, 512 for Flux, as diffusers).
+            prompt_2: SDXL / SD3: the text for the second encoder (OpenCLIP bigG; Flux: T5), one for all or one per
                 prompt; None or "" means ``prompt`` (as diffusers).
             negative_prompt_2: SDXL: the negative text for the second encoder; None or "" means
                 ``negative_prompt``.
@@ -368,40 +411,10 @@ class TextConditioner:
             >>> sdxl.encode("a cat", prompt_2="oil painting").pooled_prompt_embeds.shape  # SDXL: (1, 1280); tiny: 160
             torch.Size([1, 160])
         """
-        prompts, negatives = validate_prompts(prompt, negative_prompt)
-        if len(self.encoders) < 2 and (prompt_2 is not None or negative_prompt_2 is not None):
-            raise PromptError(
-                "prompt_2: this model has one text encoder; prompt_2 and negative_prompt_2 are for SDXL's second one"
-            )
-        prompts_2 = second_prompts(prompt_2, prompts, "prompt_2")
-        negatives_2 = second_prompts(negative_prompt_2, negatives, "negative_prompt_2")
-        check_num_images(num_images_per_prompt)
-        settings = resolve_settings(clip_skip, syntax, truncate, weighting)
-        check_clip_skip(clip_skip, [
-            encoder.model.config.num_hidden_layers + 1 - spec.skip_offset
-            for encoder, spec in zip(self.encoders, self.specs, strict=True)
-        ])  # fmt: skip
-        if clip_skip_negative not in ("same", "diffusers"):
-            raise PromptError(f"clip_skip_negative: expected 'same' or 'diffusers', got {clip_skip_negative!r}")
-        if force_zeros is None:
-            force_zeros = self.force_zeros_for_empty_prompt
-        zero_negative = force_zeros and negative_prompt is None and negative_prompt_2 is None
-        negative_settings = replace(settings, clip_skip=None) if clip_skip_negative == "diffusers" else settings
+        return encode_call(
+            self, prompt, negative_prompt, prompt_2=prompt_2, negative_prompt_2=negative_prompt_2, prompt_3=prompt_3,
+            negative_prompt_3=negative_prompt_3, num_images_per_prompt=num_images_per_prompt, clip_skip=clip_skip,
+            clip_skip_negative=clip_skip_negative, force_zeros=force_zeros, syntax=syntax, truncate=truncate,
+            weighting=weighting, max_sequence_length=max_sequence_length,
+        )  # fmt: skip
 
-        # per encoder: (texts, their encodings) for the prompts and for the negatives
-        sides: list[tuple[tuple[list[str], dict], tuple[list[str], dict]]] = []
-        truncated: list[tuple[str, str]] = []
-        with self._lock, self._grad_context():
-            for index in range(len(self.encoders)):
-                texts, negative_texts = (prompts, negatives) if index == 0 else (prompts_2, negatives_2)
-                negative_texts = [] if zero_negative else negative_texts
-                if negative_settings == settings:  # one batch: each unique text is encoded once
-                    encoded = negative_encoded = self._encode_texts(index, texts + negative_texts, settings, truncated)
-                else:
-                    encoded = self._encode_texts(index, texts, settings, truncated)
-                    negative_encoded = self._encode_texts(index, negative_texts, negative_settings, truncated)
-                sides.append(((texts, encoded), (negative_texts, negative_encoded)))
-        for text, dropped in dict.fromkeys(truncated):
-            warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
-        return build_conditioning(sides, prompts, num_images_per_prompt, zero_negative=zero_negative,
-                                  pipeline_takes_pooled=self.pipeline_takes_pooled)

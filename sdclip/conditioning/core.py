@@ -296,11 +296,13 @@ def build_conditioning(
     *,
     zero_negative: bool = False,
     pipeline_takes_pooled: bool = False,
+    no_negative: bool = False,
 ) -> Conditioning:
     """The ``Conditioning`` of one ``encode`` call from each encoder's ``((texts, encoded), (negative
     texts, encoded))`` (``encode_texts``' results): both sides padded to the batch's largest number of
     chunks, each row repeated ``repeats`` times; ``zero_negative`` gives zero negatives (ids -1), as
-    diffusers' SDXL pipelines. ``prompts`` are the first encoder's prompts (the rows' chunks).
+    diffusers' SDXL pipelines; ``no_negative`` (nothing was encoded for them) leaves the negatives None.
+    ``prompts`` are the first encoder's prompts (the rows' chunks).
 
     Example:
         >>> from sdclip.conditioning.settings import resolve_settings
@@ -325,7 +327,9 @@ def build_conditioning(
                      for _ in range(repeats))  # fmt: skip
 
     prompt_embeds, pooled, prompt_ids = assemble_texts([side[0] for side in sides], n_chunks, repeats)
-    if zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
+    if no_negative:
+        negative_embeds = negative_pooled = negative_ids = None
+    elif zero_negative:  # as diffusers' SDXL pipelines: no text encoded, no token ids
         negative_embeds, negative_pooled = torch.zeros_like(prompt_embeds), torch.zeros_like(pooled)
         negative_ids = torch.full_like(prompt_ids, -1)
     else:
@@ -339,5 +343,5 @@ def build_conditioning(
         negative_prompt_ids=negative_ids,
         pipeline_takes_pooled=pipeline_takes_pooled,
         prompt_chunks=chunks(0),
-        negative_chunks=chunks(1),
+        negative_chunks=() if no_negative else chunks(1),
     )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..models.families import SDXL_SPEC, EncoderSpec  # noqa: F401  (re-exported: defined with the families)
 from ..prompts.chunking import ChunkedPrompt
 from .settings import EncodeSettings, resolve_settings  # noqa: F401  (kept importable from here)
+from .t5 import T5Tokens
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +38,12 @@ class Conditioning:
             chunk ``c``'s token at ``p`` is row ``c * 77 + p`` of ``prompt_embeds``; rows past its
             chunks are padding (the empty chunk). Its ``truncated_text`` is what was cut.
         negative_chunks: the same for the negatives; None in rows that are zeros.
+        t5_ids, negative_t5_ids: SD3 / Flux: (B·n, L) int64 ids fed to T5 (-1 when SD3 has no T5).
+        text_ids: Flux: ``encode_prompt``'s (L, 3) zeros.
+        t5_tokens, negative_t5_tokens: SD3 / Flux: per row, the ``T5Tokens`` (ids, weights, truncation).
+
+    With ``negative_prompt=False`` (and for Flux without a negative prompt) nothing is encoded for the
+    negatives: their fields are None and ``pipeline_kwargs`` leaves them out.
 
     Example:
         >>> out = cond.encode("a (cat:1.5)", syntax="a1111")
@@ -50,13 +57,18 @@ class Conditioning:
 
     prompt_embeds: torch.Tensor
     pooled_prompt_embeds: torch.Tensor
-    negative_prompt_embeds: torch.Tensor
-    negative_pooled_prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None
+    negative_pooled_prompt_embeds: torch.Tensor | None
     prompt_ids: torch.Tensor
-    negative_prompt_ids: torch.Tensor
+    negative_prompt_ids: torch.Tensor | None
     pipeline_takes_pooled: bool = field(default=False, repr=False)
     prompt_chunks: tuple[ChunkedPrompt, ...] = field(default=(), repr=False, compare=False)
     negative_chunks: tuple[ChunkedPrompt | None, ...] = field(default=(), repr=False, compare=False)
+    t5_ids: torch.Tensor | None = None
+    negative_t5_ids: torch.Tensor | None = None
+    text_ids: torch.Tensor | None = None
+    t5_tokens: tuple[T5Tokens, ...] = field(default=(), repr=False, compare=False)
+    negative_t5_tokens: tuple[T5Tokens, ...] = field(default=(), repr=False, compare=False)
 
     def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
         """The keyword arguments to pass to a diffusers pipeline call.
@@ -70,15 +82,16 @@ class Conditioning:
         if self.pipeline_takes_pooled:
             kwargs["pooled_prompt_embeds"] = self.pooled_prompt_embeds
             kwargs["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
-        return kwargs
+        return {name: value for name, value in kwargs.items() if value is not None}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """All tensors by field name (for saving with safetensors)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _TENSOR_FIELDS}
+        """All tensors by field name (for saving with safetensors); fields that are None are left out."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name in _TENSOR_FIELDS and getattr(self, f.name) is not None}  # fmt: skip
 
 
 _TENSOR_FIELDS = (
     "prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds",
-    "prompt_ids", "negative_prompt_ids",
+    "prompt_ids", "negative_prompt_ids", "t5_ids", "negative_t5_ids", "text_ids",
 )  # fmt: skip
 

@@ -72,6 +72,15 @@ def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
     resolve_settings(None, syntax, True, weighting)
 
 
+def _clip_rows_only(cond: Any) -> None:
+    """Per-token reports read CLIP's rows of ``prompt_embeds``; Flux's are all T5's."""
+    if getattr(cond, "family", None) == "flux":
+        raise PromptError(
+            "cond: Flux's prompt_embeds are T5's hidden states (CLIP-L gives only the pooled vector), so per-token "
+            "CLIP reports do not apply; use tokens() for T5's tokens and similarity_matrix() for the pooled vectors"
+        )
+
+
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine along the last dimension, in float32."""
     import torch
@@ -97,7 +106,8 @@ def tokens(prompt: str, source: Any = None, *, syntax: str = "plain", truncate: 
 
     Needs no weights: ``source`` is a ``TextConditioner``, a CLIP tokenizer, a model source (whose
     tokenizer is read, not its weights), or None for the tokenizer that ships with sdclip
-    (clip-vit-large-patch14's).
+    (clip-vit-large-patch14's). For SD3 / Flux (a conditioner or a pipeline folder) T5's tokens are
+    listed too, with T5's ids, up to the pipeline's default ``max_sequence_length`` (256 / 512).
 
     Args:
         prompt: the prompt.
@@ -120,17 +130,26 @@ def tokens(prompt: str, source: Any = None, *, syntax: str = "plain", truncate: 
     import os
 
     from ..conditioning.conditioner import TextConditioner
+    from ..conditioning.mmdit import DEFAULT_MAX_SEQUENCE_LENGTH
+    from ..conditioning.t5 import list_t5_tokens, t5_tokens
     from ..models.loading import tokenizer_for_source
+    from ..models.mmdit import t5_tokenizer_for_source
     from ..prompts.tokens import tokenize_prompt
 
     _check_prompt(prompt)
     options = _options(syntax, truncate)
+    t5 = None
     if isinstance(source, TextConditioner):
         parsed = source.parse(prompt, **options)
+        t5 = (source.t5.tokenizer, source.family) if getattr(source, "t5", None) is not None else None
     else:
-        tokenizer = tokenizer_for_source(source) if source is None or isinstance(source, (str, os.PathLike)) else source
+        path = source is not None and isinstance(source, (str, os.PathLike))
+        tokenizer = tokenizer_for_source(source) if source is None or path else source
         parsed = tokenize_prompt(prompt, tokenizer, **options)
-    return TokenList(prompt=prompt, syntax=syntax, tokens=list(parsed))
+        t5 = t5_tokenizer_for_source(source) if path else None
+    t5_listed = [] if t5 is None else list_t5_tokens(
+        t5_tokens(prompt, t5[0], syntax=syntax, max_length=DEFAULT_MAX_SEQUENCE_LENGTH[t5[1]]), t5[0])
+    return TokenList(prompt=prompt, syntax=syntax, tokens=list(parsed), t5_tokens=t5_listed)
 
 
 def nearest_tokens(cond: TextConditioner, token_ids: list[int], *, k: int = 5) -> list[list[Neighbour]]:
@@ -219,10 +238,12 @@ def embedding_report(
     options = _options(syntax, truncate, weighting)
     if clip_skip is not None:
         options["clip_skip"] = clip_skip
+    _clip_rows_only(cond)
     result = cond.encode(prompt, **options)  # the negative is the empty prompt, encoded in the same call
     parsed = _encoded_tokens(cond, result)
     chunk_length = cond.tokenizer.model_max_length
-    hidden, empty = result.prompt_embeds[0].float(), result.negative_prompt_embeds[0, :chunk_length].float()
+    clip_rows = result.prompt_ids.shape[1]  # SD3: T5's rows follow CLIP's
+    hidden, empty = result.prompt_embeds[0, :clip_rows].float(), result.negative_prompt_embeds[0, :chunk_length].float()
     ids = result.prompt_ids[0]
     kept = _kept(parsed, chunk_length)
 
@@ -275,6 +296,7 @@ def token_similarity(
     import torch
 
     _check_prompt(prompt)
+    _clip_rows_only(cond)
     result = cond.encode(prompt, **_options(syntax, truncate, weighting))
     chunk_length = cond.tokenizer.model_max_length
     kept = _kept(_encoded_tokens(cond, result), chunk_length)
@@ -318,9 +340,10 @@ def compare(
     _check_prompt(prompt_b, "prompt_b")
     encode_options = _options(syntax, truncate, weighting)
     chunk_length = cond.tokenizer.model_max_length
+    _clip_rows_only(cond)
     encoded = [cond.encode(p, **encode_options) for p in (prompt_a, prompt_b)]
     kept = [_kept(_encoded_tokens(cond, result), chunk_length) for result in encoded]
-    a, b = (result.prompt_embeds[0].float() for result in encoded)
+    a, b = (result.prompt_embeds[0, : result.prompt_ids.shape[1]].float() for result in encoded)
     length = min(a.shape[0], b.shape[0])
     with torch.inference_mode():
         pooled = float(_cosine(encoded[0].pooled_prompt_embeds[0], encoded[1].pooled_prompt_embeds[0]))

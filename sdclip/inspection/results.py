@@ -61,6 +61,9 @@ def _token_table(result: Any) -> Any:
     for token in result.tokens:
         table.add_row(_where(token.chunk, token.position), escape(token.text), str(token.id), _weight(token.weight),
                       "[red]truncated[/red]" if token.truncated else "")  # fmt: skip
+    for token in getattr(result, "t5_tokens", ()):  # SD3 / Flux: T5's tokens after CLIP's
+        table.add_row(f"t5:{token.position}", escape(token.text), str(token.id), _weight(token.weight),
+                      "[red]truncated[/red]" if token.truncated else "")  # fmt: skip
     return table
 
 
@@ -122,11 +125,13 @@ class TokenList(Renderable):
         prompt: the prompt text.
         syntax: the prompt syntax it was parsed with.
         tokens: BOS, the prompt's tokens and EOS of each chunk, then any truncated tokens.
+        t5_tokens: SD3 / Flux: T5's tokens (its own ids; ``</s>`` ends them; then any truncated ones).
     """
 
     prompt: str
     syntax: str
     tokens: list[PromptToken]
+    t5_tokens: list[PromptToken] = field(default_factory=list)
 
     @property
     def truncated(self) -> list[PromptToken]:
@@ -135,11 +140,15 @@ class TokenList(Renderable):
 
     def to_dict(self) -> dict[str, Any]:
         """The result as nested plain data (JSON-ready)."""
-        return {"prompt": self.prompt, "syntax": self.syntax, "tokens": [t.to_dict() for t in self.tokens]}
+        out = {"prompt": self.prompt, "syntax": self.syntax, "tokens": [t.to_dict() for t in self.tokens]}
+        return {**out, "t5_tokens": [t.to_dict() for t in self.t5_tokens]} if self.t5_tokens else out
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """One flat dict per row, for CSV or a data frame."""
-        return [t.to_dict() for t in self.tokens]
+        """One flat dict per row, for CSV or a data frame (with ``encoder``: ``clip`` or ``t5`` when T5 is listed)."""
+        if not self.t5_tokens:
+            return [t.to_dict() for t in self.tokens]
+        return [{"encoder": name, **t.to_dict()} for name, listed in (("clip", self.tokens), ("t5", self.t5_tokens))
+                for t in listed]  # fmt: skip
 
     def to_table(self) -> Any:
         """The result as a ``rich.table.Table``."""

@@ -6,16 +6,13 @@ conditioning (``EncoderSpec``), how the pooled embedding is taken, whether the p
 default of ``force_zeros_for_empty_prompt``. The loaders (``sdclip.models.text_encoders``) detect the
 family of a source here (``pipeline_family``, ``single_file_family``) and read everything else from it.
 
-Adding a family (SD3 or Flux, the next ones)
---------------------------------------------
-1. Describe its encoders with ``TextEncoderSlot`` entries (SD3: ``text_encoder``, ``text_encoder_2`` as
-   in SDXL, plus ``text_encoder_3``, a T5 encoder; Flux: ``text_encoder`` CLIP-L for the pooled vector and
-   ``text_encoder_2`` T5 for the sequence). A T5 slot needs an ``architecture`` prefix other than ``CLIP``
-   and a loader for that architecture in ``text_encoders.py`` (``build_text_model`` builds CLIP only).
-2. Give the family its ``EncoderSpec`` per encoder and its pooling, set ``supported=True``, and make
-   ``pipeline_family`` return it (today SD3 and Flux are recognised only to be refused with a clear error).
-3. The conditioner assembles per-family outputs (SD3 concatenates CLIP and T5 along the sequence); that
-   part lives in ``sdclip.conditioning``.
+SD3 and Flux
+------------
+SD3 / SD3.5 condition on ``text_encoder`` (CLIP-L) and ``text_encoder_2`` (bigG), both with projections
+and SDXL's rules, plus ``text_encoder_3``, a T5 encoder (absent or None: zeros, as diffusers); Flux on
+``text_encoder`` (CLIP-L, pooled output only) and ``text_encoder_2`` (T5, the sequence). ``pipeline_family``
+returns the CLIP parts; the T5 slot (``t5_slot``) is loaded by ``sdclip.models.mmdit`` and the tensors are
+assembled in ``sdclip.conditioning.mmdit``.
 
 Example:
     >>> FAMILIES["sdxl"].spec, [slot.subfolder for slot in FAMILIES["sdxl"].encoders]
@@ -88,6 +85,7 @@ SDXL_CLIP_L = TextEncoderSlot("text_encoder", "tokenizer", single_file_prefix=SD
 SDXL_OPENCLIP_G = TextEncoderSlot("text_encoder_2", "tokenizer_2", pad_token="!", hidden_act="gelu",
                                   single_file_prefix=SDXL_OPENCLIP_PREFIX)  # fmt: skip
 T5_XXL = TextEncoderSlot("text_encoder_3", "tokenizer_3", architecture="T5")
+FLUX_T5 = TextEncoderSlot("text_encoder_2", "tokenizer_2", architecture="T5")
 
 Pooling = Literal["eos", "eos_of_last"]
 
@@ -125,9 +123,8 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("sd2", "Stable Diffusion 2.x", (OPENCLIP_H,)),
         ModelFamily("sdxl", "SDXL", (SDXL_CLIP_L, SDXL_OPENCLIP_G), SDXL_SPEC, "eos_of_last", True, True),
         ModelFamily("sdxl_refiner", "the SDXL refiner", (SDXL_OPENCLIP_G,), SDXL_SPEC, "eos_of_last", True, True),
-        ModelFamily("sd3", "Stable Diffusion 3", (SDXL_CLIP_L, SDXL_OPENCLIP_G, T5_XXL), supported=False),
-        ModelFamily("flux", "Flux", (CLIP_L, TextEncoderSlot("text_encoder_2", "tokenizer_2", architecture="T5")),
-                    supported=False),
+        ModelFamily("sd3", "Stable Diffusion 3", (SDXL_CLIP_L, SDXL_OPENCLIP_G, T5_XXL), SDXL_SPEC, "eos", True),
+        ModelFamily("flux", "Flux", (CLIP_L, FLUX_T5), SD_SPEC, "eos", True),
     )
 }  # fmt: skip
 _SD2_WIDTH = 1024  # OpenCLIP ViT-H's text width; clip-vit-large-patch14's is 768
@@ -171,15 +168,21 @@ def _architecture(resolved: ResolvedSource, part: str) -> str:
 def pipeline_family(resolved: ResolvedSource, index: dict) -> tuple[ModelFamily, list[str]]:
     """A pipeline folder's family and the text encoder subfolders it conditions with.
 
+    For SD3 and Flux the parts are the CLIP encoders; their T5 is ``t5_slot(family)``.
+
     Raises:
-        ModelSourceError: a family sdclip does not condition (SD3's third encoder, Flux's T5), a missing
-            encoder folder, or an encoder that is not CLIP.
+        ModelSourceError: a missing encoder folder, or an encoder that is not CLIP where CLIP is expected.
     """
-    if _has_component(resolved, index, "text_encoder_3"):
-        raise ModelSourceError(
-            f"model '{resolved.name}': pipeline has a third text encoder (text_encoder_3, as Stable Diffusion 3); "
-            "sdclip conditions SD 1.x/2.x and SDXL pipelines only"
-        )
+    family = _mmdit_family(resolved, index)
+    if family is not None:
+        parts = [slot.subfolder for slot in family.encoders if slot.architecture == "CLIP"]
+        for part in parts:
+            if not (resolved.path / part / "config.json").is_file():
+                raise ModelSourceError(
+                    f"model '{resolved.name}': {family.title} pipeline folder has no {part}/config.json; copy the "
+                    f"complete folder ({family.title} conditions on {', '.join(s.subfolder for s in family.encoders)})"
+                )
+        return family, parts
     if not _has_component(resolved, index, "text_encoder_2"):
         return FAMILIES["sd1"], ["text_encoder"]
     family = FAMILIES["sdxl"]
@@ -203,6 +206,33 @@ def pipeline_family(resolved: ResolvedSource, index: dict) -> tuple[ModelFamily,
                 "SD 1.x/2.x and SDXL pipelines, whose text encoders are all CLIP"
             )
     return family, parts
+
+
+def _mmdit_family(resolved: ResolvedSource, index: dict) -> ModelFamily | None:
+    """SD3 (a ``text_encoder_3`` entry, even None, or the pipeline class) or Flux (a T5 ``text_encoder_2``)."""
+    class_name = str(index.get("_class_name", ""))
+    if class_name.startswith("StableDiffusion3") or "text_encoder_3" in index or (resolved.path / "text_encoder_3").is_dir():
+        return FAMILIES["sd3"]
+    if class_name.startswith("Flux"):
+        return FAMILIES["flux"]
+    if (resolved.path / "text_encoder_2" / "config.json").is_file() and _architecture(resolved, "text_encoder_2").startswith("T5"):
+        return FAMILIES["flux"]
+    return None
+
+
+def t5_slot(family: ModelFamily) -> TextEncoderSlot | None:
+    """The family's T5 encoder slot (SD3: ``text_encoder_3``; Flux: ``text_encoder_2``), or None.
+
+    Example:
+        >>> t5_slot(FAMILIES["flux"]).subfolder, t5_slot(FAMILIES["sdxl"])
+        ('text_encoder_2', None)
+    """
+    return next((slot for slot in family.encoders if slot.architecture == "T5"), None)
+
+
+def has_component(resolved: ResolvedSource, index: dict, part: str) -> bool:
+    """Whether a pipeline has ``part``: per ``model_index.json`` when it names it, else per the folder."""
+    return _has_component(resolved, index, part)
 
 
 def slot_for(family: ModelFamily, subfolder: str | None) -> TextEncoderSlot:

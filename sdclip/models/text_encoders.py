@@ -56,12 +56,17 @@ class LoadedTextEncoders:
         force_zeros_for_empty_prompt: the pipeline's setting of that name (SDXL only): a missing
             negative prompt becomes zeros instead of the encoded empty prompt.
         family: the source's model family (its rules as data); by default SDXL or SD 1.x per ``sdxl``.
+        t5: SD3 / Flux: the T5 encoder and its tokenizer (``encoders`` holds the CLIP ones); None
+            without one (SD3 loaded without ``text_encoder_3``: that part is zeros).
+        t5_width: SD3: the width of the T5 part (the transformer's ``joint_attention_dim``), for zeros.
     """
 
     encoders: list[LoadedTextEncoder]
     sdxl: bool = False
     force_zeros_for_empty_prompt: bool = False
     family: ModelFamily | None = None
+    t5: LoadedTextEncoder | None = None
+    t5_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.family is None:
@@ -203,6 +208,11 @@ def load_encoders(
     if resolved.kind == "pipeline":
         index = model_index(resolved)
         family, parts = pipeline_family(resolved, index)
+        if family.name in ("sd3", "flux"):  # sdclip.models.mmdit loads these (CLIP and T5), above this module
+            raise ModelSourceError(
+                f"model '{resolved.name}': a {family.title} pipeline; load it with TextConditioner.from_pretrained "
+                "or sdclip.models.mmdit.load_conditioning_encoders, which also load its T5 encoder"
+            )
         encoders = [load_encoder(resolved, part, options) for part in parts]
         if not family.pipeline_takes_pooled:
             family = family_for_width(int(encoders[0].model.config.hidden_size))

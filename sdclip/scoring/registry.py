@@ -10,7 +10,7 @@ Example:
     >>> load_scorer("aesthetic-v9")
     Traceback (most recent call last):
     ...
-    sdclip.errors.ScorerError: scorer 'aesthetic-v9': not registered; available: clip
+    sdclip.errors.ScorerError: scorer 'aesthetic-v9': not registered; available: aesthetic, clip, hpsv2, pickscore
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from typing import Any
 from ..errors import ScorerError
 from .base import Scorer
 
-# name -> "module:Class"; the next metric (aesthetic, PickScore, HPSv2) adds its line here
+# name -> "module:Class": a new metric is its module plus one line here
 _BUILTIN: dict[str, str] = {
     "clip": "sdclip.scoring.clip_scorer:ClipScorer",
+    "aesthetic": "sdclip.scoring.aesthetic:AestheticScorer",
+    "pickscore": "sdclip.scoring.pickscore:PickScoreScorer",
+    "hpsv2": "sdclip.scoring.hpsv2:HpsV2Scorer",
 }
 _registered: dict[str, type[Scorer] | str] = dict(_BUILTIN)
 _lock = threading.Lock()

@@ -8,6 +8,14 @@ Names that are not UTF-8 (a file called ``b"\\xff.png"`` arrives as ``"\\udcff.p
 is written and read with ``errors="surrogateescape"`` (the file holds the name's own bytes), JSONL
 escapes lone surrogates as ``\\udcff``. JSONL is split on ``"\\n"`` only, so U+2028 and U+0085 inside
 strings are content, not line breaks.
+
+Several metrics (``sdclip score --metric clip,aesthetic,pickscore --rank-by pickscore``): the file has the
+same five columns first, then one column per metric, named by the metric (``image, prompt, score, rank,
+error, clip, aesthetic, pickscore``). ``score`` repeats the value of the metric the file is ranked by, so
+every reader of single-metric files (ranking, summaries, ``plot-scores``) keeps working; a metric column is
+empty (CSV) or ``null`` (JSONL) where the image failed. ``ScoreRow.metrics`` holds the metric columns as
+``(name, value)`` pairs. A file written with only the ``clip`` metric has no metric columns: byte for byte
+the single-metric format above. Metric names are not one of ``COLUMNS``.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import math
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -34,8 +42,8 @@ ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 """How score files are opened (text mode, ``newline=""``): non-UTF-8 names keep their bytes."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-__all__ = ["COLUMNS", "ScoreRow", "format_row", "header", "ranked_groups", "read_resume_rows", "read_score_file",
-           "write_rows"]
+__all__ = ["COLUMNS", "ScoreRow", "format_row", "header", "metric_columns", "ranked_groups", "read_resume_rows",
+           "read_score_file", "write_rows"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class ScoreRow:
         score: the CLIP score, None for a row with an error.
         rank: 1 = best within its prompt; None when the file has no rank or the row an error.
         error: why the image could not be scored ("" when it was).
+        metrics: ``(metric, value)`` pairs of a multi-metric file, in column order (value None where the
+            image failed); empty for a single-metric file, whose ``score`` is the CLIP score.
     """
 
     image: str
@@ -55,6 +65,37 @@ class ScoreRow:
     score: float | None
     rank: int | None = None
     error: str = ""
+    metrics: tuple[tuple[str, float | None], ...] = field(default=(), repr=False)
+
+    def metric(self, name: str) -> float | None:
+        """The value of metric ``name`` (None when the row has no such column or the image failed).
+
+        Example:
+            >>> ScoreRow("a.png", "cat", 5.9, metrics=(("clip", 30.1), ("aesthetic", 5.9))).metric("clip")
+            30.1
+        """
+        return dict(self.metrics).get(name)
+
+
+def metric_columns(names: Iterable[str], *, where: str = "metrics") -> tuple[str, ...]:
+    """Checked metric column names: non-empty, distinct, none of ``COLUMNS``.
+
+    Example:
+        >>> metric_columns(["clip", "aesthetic"])
+        ('clip', 'aesthetic')
+        >>> metric_columns(["rank"])
+        Traceback (most recent call last):
+        ...
+        sdclip.errors.ScoreFileError: metrics: 'rank' cannot name a metric column (it is one of image, prompt, score, rank, error)
+    """
+    names = tuple(names)
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or name in COLUMNS:
+            raise ScoreFileError(f"{where}: {name!r} cannot name a metric column (it is "
+                                 f"{'one of ' + ', '.join(COLUMNS) if name in COLUMNS else 'not a name'})")
+    if len(set(names)) != len(names):
+        raise ScoreFileError(f"{where}: metric columns repeat a name ({', '.join(names)})")
+    return names
 
 
 def _number(value: object, kind: type, *, where: str, column: str) -> float | int | None:
@@ -106,7 +147,7 @@ def read_score_file(path: str | os.PathLike) -> list[ScoreRow]:
 
     Args:
         path: a ``.csv`` or ``.jsonl`` file with at least the columns ``image``, ``prompt``, ``score``
-            (``rank`` and ``error`` are read when present).
+            (``rank`` and ``error`` are read when present; any other column is a metric).
 
     Returns:
         The rows in file order.
@@ -134,6 +175,7 @@ def read_score_file(path: str | os.PathLike) -> list[ScoreRow]:
         )
     if not records:
         raise ScoreFileError(f"score file '{path}': has a header but no rows")
+    extra = metric_columns([column for column in columns if column not in COLUMNS], where=f"score file '{path}'")
     rows = []
     for where, record in records:
         error = str(record.get("error") or "")
@@ -141,25 +183,38 @@ def read_score_file(path: str | os.PathLike) -> list[ScoreRow]:
         if score is None and not error:
             raise ScoreFileError(f"{where}: no score and no error")
         rank = _number(record.get("rank"), int, where=where, column="rank")
-        rows.append(ScoreRow(str(record["image"]), str(record["prompt"]), score, rank, error))
+        metrics = tuple((name, _number(record.get(name), float, where=where, column=name)) for name in extra)
+        rows.append(ScoreRow(str(record["image"]), str(record["prompt"]), score, rank, error, metrics))
     return rows
 
 
 # -- writing --------------------------------------------------------------------------------------
 
 
-def header(suffix: str) -> str:
-    """What a score file starts with: the CSV header line, nothing for JSONL.
+def header(suffix: str, metrics: Iterable[str] = ()) -> str:
+    """What a score file starts with: the CSV header line (then one column per metric), nothing for JSONL.
 
     Example:
         >>> header(".csv")
         'image,prompt,score,rank,error\\n'
+        >>> header(".csv", ["clip", "aesthetic"])
+        'image,prompt,score,rank,error,clip,aesthetic\\n'
     """
-    return ",".join(COLUMNS) + "\n" if suffix.lower() == ".csv" else ""
+    if suffix.lower() != ".csv":
+        return ""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(COLUMNS + metric_columns(metrics))
+    return buffer.getvalue()
 
 
-def format_row(row: ScoreRow, suffix: str) -> str:
+def _rounded(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 6)
+
+
+def format_row(row: ScoreRow, suffix: str, metrics: Iterable[str] | None = None) -> str:
     """One row as a CSV or JSONL line, with its newline; scores are written with 6 decimals.
+
+    ``metrics`` are the file's metric columns (default: the row's own), written after ``error``.
 
     Example:
         >>> format_row(ScoreRow("a.png", "a cat", 31.5, 1), ".jsonl")
@@ -168,19 +223,26 @@ def format_row(row: ScoreRow, suffix: str) -> str:
         True
     """
     score = None if row.score is None else round(row.score, 6)
+    names = [name for name, _ in row.metrics] if metrics is None else list(metrics)
+    values = dict(row.metrics)
+    extra = [_rounded(values.get(name)) for name in names]
     if suffix.lower() == ".jsonl":
         item = {"image": row.image, "prompt": row.prompt, "score": score, "rank": row.rank, "error": row.error}
+        item.update(zip(names, extra))
         text = json.dumps(item, ensure_ascii=False)
         return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
     buffer = io.StringIO()
     fields = [row.image, row.prompt, "" if score is None else f"{score:.6f}", "" if row.rank is None else str(row.rank),
-              row.error]
+              row.error] + ["" if value is None else f"{value:.6f}" for value in extra]
     csv.writer(buffer, lineterminator="\n").writerow(fields)
     return buffer.getvalue()
 
 
-def write_rows(file: IO[str], rows: Iterable[ScoreRow], suffix: str, *, with_header: bool = True) -> None:
+def write_rows(file: IO[str], rows: Iterable[ScoreRow], suffix: str, *, with_header: bool = True,
+               metrics: Iterable[str] | None = None) -> None:
     """Write ``rows`` (after the header, for CSV) to an open text file (``open(..., newline="", **ENCODING)``).
+
+    ``metrics`` are the metric columns (default: the first row's; none for a single-metric file).
 
     Example:
         >>> import io
@@ -189,9 +251,11 @@ def write_rows(file: IO[str], rows: Iterable[ScoreRow], suffix: str, *, with_hea
         >>> buffer.getvalue()
         'image,prompt,score,rank,error\\na.png,a cat,31.500000,1,\\n'
     """
+    rows = list(rows)
+    names = metric_columns([name for name, _ in rows[0].metrics] if metrics is None and rows else metrics or ())
     if with_header:
-        file.write(header(suffix))
-    file.writelines(format_row(row, suffix) for row in rows)
+        file.write(header(suffix, names))
+    file.writelines(format_row(row, suffix, names) for row in rows)
 
 
 # -- reading back for --resume --------------------------------------------------------------------
@@ -219,17 +283,21 @@ def read_resume_rows(path: str | os.PathLike, *, name: str = "score file") -> li
     suffix = path.suffix.lower()
     data = path.read_bytes()
     text = data[: data.rfind(b"\n") + 1].decode(**ENCODING)  # the run stopped mid-line: that row is incomplete
+    extra: tuple[str, ...] = ()
     if suffix == ".csv":
         records = _csv_records(text)
-        if records and records[0].rstrip("\r\n") != ",".join(COLUMNS):
-            raise ScoreFileError(f"{name} '{path}': not an sdclip score file (its header is not "
-                                 f"{','.join(COLUMNS)}); refusing to resume into it")
+        if records:
+            found = _csv_fields(records[0])
+            if found is None or tuple(found[: len(COLUMNS)]) != COLUMNS:
+                raise ScoreFileError(f"{name} '{path}': not an sdclip score file (its header is not "
+                                     f"{','.join(COLUMNS)}); refusing to resume into it")
+            extra = metric_columns(found[len(COLUMNS) :], where=f"{name} '{path}'")
         records = records[1:]
     else:
         records = [line for line in text.split("\n") if line.strip()]
     rows = []
     for number, record in enumerate(records, start=1):
-        row = _parse(record, suffix)
+        row = _parse(record, suffix, extra)
         if row is None:
             raise ScoreFileError(f"{name} '{path}': row {number} is not an sdclip score row; refusing to resume into it")
         rows.append(row)
@@ -247,7 +315,14 @@ def _csv_records(text: str) -> list[str]:
     return records
 
 
-def _parse(record: str, suffix: str) -> ScoreRow | None:
+def _csv_fields(record: str) -> list[str] | None:
+    try:
+        return next(csv.reader(io.StringIO(record, newline="")))
+    except (StopIteration, csv.Error):
+        return None
+
+
+def _parse(record: str, suffix: str, extra: tuple[str, ...] = ()) -> ScoreRow | None:
     """A row read back from a score file, or None when the record is not a whole row."""
     try:
         if suffix == ".jsonl":
@@ -255,12 +330,18 @@ def _parse(record: str, suffix: str) -> ScoreRow | None:
             fields = [item["image"], item["prompt"], item["score"], item.get("rank"), item.get("error") or ""]
             if not isinstance(fields[0], str) or not isinstance(fields[1], str):
                 return None
-        else:
-            fields = next(csv.reader(io.StringIO(record, newline="")))
-            if len(fields) != len(COLUMNS):
+            names = [key for key in item if key not in COLUMNS]
+            values = [item[key] for key in names]
+            if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in values):
                 return None
+            metrics = tuple((key, None if v is None else float(v)) for key, v in zip(names, values))
+        else:
+            fields = _csv_fields(record)  # type: ignore[assignment]
+            if fields is None or len(fields) != len(COLUMNS) + len(extra):
+                return None
+            metrics = tuple((key, float(v) if v else None) for key, v in zip(extra, fields[len(COLUMNS) :]))
             fields = [fields[0], fields[1], float(fields[2]) if fields[2] else None,
                       int(fields[3]) if fields[3] else None, fields[4]]
-    except (ValueError, KeyError, TypeError, StopIteration, csv.Error):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return ScoreRow(fields[0], fields[1], fields[2], fields[3], str(fields[4]))
+    return ScoreRow(fields[0], fields[1], fields[2], fields[3], str(fields[4]), metrics)

@@ -337,18 +337,20 @@ def test_error_missing_text_encoder_2(folder, tmp_path):
         TextConditioner.from_pretrained(path, **OPTIONS)
 
 
-def test_error_text_encoder_2_not_clip(folder, tmp_path):
+def test_a_t5_text_encoder_2_is_flux_and_needs_its_tokenizer(folder, tmp_path):
     path = text_only_folder(folder, tmp_path / "flux", ["text_encoder", "tokenizer"])
     (path / "text_encoder_2").mkdir()
     (path / "text_encoder_2" / "config.json").write_text(json.dumps({"architectures": ["T5EncoderModel"]}))
-    with pytest.raises(ModelSourceError, match=r"text_encoder_2 is T5EncoderModel, not a CLIP text encoder"):
+    with pytest.raises(ModelSourceError, match=r"flux/tokenizer_2' holds no tokenizer.json or spiece.model; pass "
+                       r"t5_tokenizer= a folder with tokenizer.json or spiece.model"):
         TextConditioner.from_pretrained(path, **OPTIONS)
 
 
-def test_error_third_text_encoder(folder, tmp_path):
+def test_a_third_text_encoder_is_sd3_and_must_be_there(folder, tmp_path):
     path = text_only_folder(folder, tmp_path / "sd3", ["text_encoder", "text_encoder_2"],
                             text_encoder_3=["transformers", "T5EncoderModel"])
-    with pytest.raises(ModelSourceError, match=r"pipeline has a third text encoder \(text_encoder_3"):
+    with pytest.raises(ModelSourceError, match=r"Stable Diffusion 3 pipeline folder has no text_encoder_3/config\.json; "
+                       r"copy the complete folder, or set text_encoder_3 to null in model_index.json"):
         TextConditioner.from_pretrained(path, **OPTIONS)
 
 

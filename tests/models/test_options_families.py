@@ -65,7 +65,7 @@ def test_a_model_loaded_for_training_gets_gradients(text_sources, clip_model_fol
     assert clip.training and clip.logit_scale.requires_grad
 
 
-def test_refused_families_are_named(tmp_path, sdxl_pipeline_folder):
+def test_sd3_folders_are_left_to_the_mmdit_loader(tmp_path, sdxl_pipeline_folder):
     import json
     import shutil
 
@@ -73,9 +73,10 @@ def test_refused_families_are_named(tmp_path, sdxl_pipeline_folder):
     shutil.copytree(sdxl_pipeline_folder, folder)
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, "text_encoder_3": ["transformers", "T5EncoderModel"]}))
-    with pytest.raises(sdclip.ModelSourceError, match="third text encoder .text_encoder_3, as Stable Diffusion 3."):
+    with pytest.raises(sdclip.ModelSourceError, match="a Stable Diffusion 3 pipeline; load it with "
+                       "TextConditioner.from_pretrained or sdclip.models.mmdit.load_conditioning_encoders"):
         load_text_encoders(folder, device="cpu")
-    assert not FAMILIES["sd3"].supported and not FAMILIES["flux"].supported
+    assert FAMILIES["sd3"].supported and FAMILIES["flux"].supported
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_a_test_only_scorer_plugs_into_the_base(brightness, tmp_path):
 def test_registry_errors(brightness):
     with pytest.raises(ScorerError, match="scorer 'test-brightness': already registered; pass replace=True"):
         register_scorer("test-brightness", BrightnessScorer)
-    with pytest.raises(ScorerError, match="scorer 'nope': not registered; available: clip, test-brightness"):
+    with pytest.raises(ScorerError, match="scorer 'nope': not registered; available: aesthetic, clip, hpsv2, pickscore, test-brightness"):
         load_scorer("nope")
     with pytest.raises(ScorerError, match="scorer 'x': expected a subclass of sdclip.scoring.base.Scorer"):
         register_scorer("x", dict)

@@ -1,0 +1,132 @@
+"""SD3 / SD3.5 and Flux.1 conditioning: the CLIP parts (as for SDXL) and T5, assembled as diffusers does.
+
+``sd3_tensors`` and ``flux_tensors`` are the assembly, as plain functions; ``encode_mmdit`` runs one
+``TextConditioner.encode`` call for these families (the conditioner's cache, lock and options).
+
+SD3 (``StableDiffusion3Pipeline.encode_prompt``): CLIP-L's and bigG's penultimate hidden states side by
+side (``(B, 77·k, 768 + 1280)``), zero-padded to T5's width, then T5's states after them on the sequence
+axis (``(B, 77·k + L, 4096)``); pooled = both projected ``text_embeds`` side by side (``(B, 2048)``).
+Without T5 its part is zeros, as diffusers. Flux (``FluxPipeline.encode_prompt``): T5's states are
+``prompt_embeds`` (``(B, L, 4096)``), CLIP-L's pooler output (unprojected) is the pooled vector (``(B, 768)``),
+``text_ids`` is zeros ``(L, 3)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..prompts.truncation import warn_truncated
+from .core import assemble_texts
+from .t5 import encode_t5_texts
+
+if TYPE_CHECKING:
+    import torch
+
+    from .settings import EncodeSettings
+    from .types import Conditioning
+
+__all__ = ["DEFAULT_MAX_SEQUENCE_LENGTH", "encode_mmdit", "flux_tensors", "sd3_tensors"]
+
+DEFAULT_MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512}  # the pipelines' encode_prompt defaults
+
+
+def sd3_tensors(clip_hidden: torch.Tensor, clip_pooled: Sequence[torch.Tensor], t5_hidden: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``(prompt_embeds (B, S + L, W), pooled (B, ΣD))`` from CLIP ``(B, S, ΣH)``, each CLIP's pooled
+    ``(B, D)`` and T5 ``(B, L, W)``: CLIP zero-padded to ``W`` on the feature axis, then T5 after it.
+
+    Example:
+        >>> import torch
+        >>> embeds, pooled = sd3_tensors(torch.ones(1, 77, 5), [torch.ones(1, 2), torch.ones(1, 3)], torch.ones(1, 4, 8))
+        >>> embeds.shape, embeds[0, 0].tolist(), pooled.shape
+        (torch.Size([1, 81, 8]), [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0], torch.Size([1, 5]))
+    """
+    import torch
+
+    padded = torch.nn.functional.pad(clip_hidden, (0, t5_hidden.shape[-1] - clip_hidden.shape[-1]))
+    return torch.cat([padded, t5_hidden.to(padded.dtype)], dim=-2), torch.cat(list(clip_pooled), dim=-1)
+
+
+def flux_tensors(t5_hidden: torch.Tensor, clip_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(prompt_embeds (B, L, W), pooled (B, D), text_ids (L, 3))`` as ``FluxPipeline.encode_prompt``.
+
+    Example:
+        >>> import torch
+        >>> [tuple(t.shape) for t in flux_tensors(torch.ones(2, 6, 8), torch.ones(2, 4))]
+        [(2, 6, 8), (2, 4), (6, 3)]
+    """
+    import torch
+
+    text_ids = torch.zeros(t5_hidden.shape[1], 3, device=clip_pooled.device, dtype=clip_pooled.dtype)
+    return t5_hidden, clip_pooled, text_ids
+
+
+def encode_mmdit(
+    cond: Any, prompts: list[list[str]], negatives: list[list[str]] | None, *, settings: EncodeSettings,
+    negative_settings: EncodeSettings, repeats: int, max_sequence_length: int,
+) -> Conditioning:
+    """One ``encode`` call for SD3 / Flux: ``prompts`` per encoder (CLIP ones, then T5), ``negatives``
+    the same or None (nothing encoded for them). Runs under the conditioner's lock."""
+    import torch
+
+    from .types import Conditioning
+
+    family = cond.family
+    n_clip = len(cond.encoders)
+    truncated: list[tuple[str, str]] = []
+    t5_truncated: list[tuple[str, str]] = []
+    sides = [(prompts, settings)] + ([(negatives, negative_settings)] if negatives is not None else [])
+    encoded_clip: list[list[dict]] = []
+    encoded_t5: list[dict | None] = []
+    with cond._lock, cond._grad_context():
+        for texts, side_settings in sides:
+            encoded_clip.append([cond._encode_texts(i, texts[i], side_settings, truncated) for i in range(n_clip)])
+            encoded_t5.append(None if cond.t5 is None else encode_t5_texts(
+                cond.t5.model, cond.t5.tokenizer, texts[n_clip], syntax=side_settings.syntax,
+                weighting=side_settings.weighting, max_length=max_sequence_length, device=cond.device,
+                truncated=t5_truncated, cache=None if cond.trainable else cond._cache,
+                cache_key=("t5", side_settings.syntax, side_settings.weighting, max_sequence_length),
+            ))  # fmt: skip
+    for text, dropped in dict.fromkeys(truncated):
+        warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
+    for text, dropped in dict.fromkeys(t5_truncated):
+        warn_truncated(text, dropped, limit=max_sequence_length, what="encoded by T5",
+                       hint="pass a larger max_sequence_length to keep it")  # fmt: skip
+    n_chunks = max(len(entries[text][2]) for (texts, _), side in zip(sides, encoded_clip, strict=True)
+                   for i, entries in enumerate(side) for text in texts[i])  # fmt: skip
+    out = []
+    for (texts, _), clip_side, t5_side in zip(sides, encoded_clip, encoded_t5, strict=True):
+        hidden, _, ids = assemble_texts([(texts[i], clip_side[i]) for i in range(n_clip)], n_chunks, repeats)
+        pooled = [torch.stack([clip_side[i][text][1] for text in texts[i]]).repeat_interleave(repeats, dim=0)
+                  for i in range(n_clip)]  # fmt: skip
+        if t5_side is None:  # SD3 without T5: diffusers' zeros
+            t5_hidden = hidden.new_zeros(hidden.shape[0], max_sequence_length, cond.t5_width)
+            t5_ids = torch.full((hidden.shape[0], max_sequence_length), -1, dtype=torch.long, device=hidden.device)
+            t5_rows = ()
+        else:
+            t5_hidden = torch.stack([t5_side[text][0] for text in texts[n_clip]]).repeat_interleave(repeats, dim=0)
+            t5_ids = torch.stack([t5_side[text][1] for text in texts[n_clip]]).repeat_interleave(repeats, dim=0)
+            t5_rows = tuple(t5_side[text][2] for text in texts[n_clip] for _ in range(repeats))
+        chunks = tuple(clip_side[0][text][3] for text in texts[0] for _ in range(repeats))
+        if family == "sd3":
+            embeds, pooled_all = sd3_tensors(hidden, pooled, t5_hidden)
+            text_ids = None
+        else:
+            embeds, pooled_all, text_ids = flux_tensors(t5_hidden.to(pooled[0].dtype), pooled[0])
+        out.append((embeds, pooled_all, ids, t5_ids, chunks, t5_rows, text_ids))
+    negative = out[1] if len(out) > 1 else (None,) * 7
+    return Conditioning(
+        prompt_embeds=out[0][0], pooled_prompt_embeds=out[0][1],
+        negative_prompt_embeds=negative[0], negative_pooled_prompt_embeds=negative[1],
+        prompt_ids=out[0][2], negative_prompt_ids=negative[2], pipeline_takes_pooled=True,
+        prompt_chunks=out[0][4], negative_chunks=negative[4] or (),
+        t5_ids=out[0][3], negative_t5_ids=negative[3], text_ids=out[0][6],
+        t5_tokens=out[0][5], negative_t5_tokens=negative[5] or (),
+    )  # fmt: skip
+
+
+def mmdit_negative_settings(settings: EncodeSettings, clip_skip_negative: str) -> EncodeSettings:
+    """The negatives' settings: ``clip_skip`` dropped for ``"diffusers"`` (SD3's pipeline ignores it there)."""
+    return replace(settings, clip_skip=None) if clip_skip_negative == "diffusers" else settings
