@@ -1,8 +1,8 @@
 """``sdclip demo``: a tour of sdclip on the small trained model it ships (``sdclip:shapes``), fully offline.
 
 Draws a few shape images, ranks them against prompts, classifies them zero-shot, encodes the prompts as
-a diffusers pipeline would take them, prints each result as a table and writes images, CSV score files,
-embeddings and plots to ``--out``.
+a diffusers pipeline would take them, prints each result as a table and writes images, CSV score files
+(``scores.csv`` is the file ``sdclip score`` writes), embeddings, plots and the HTML report to ``--out``.
 """
 
 from __future__ import annotations
@@ -48,15 +48,16 @@ def run(args: argparse.Namespace) -> int:
 
     out = output_folder(args.out)
     (out / "images").mkdir(exist_ok=True)
+    scorer = ClipScorer.from_pretrained(DEMO_MODEL, device=args.device, local_files_only=True)
+    size = int(scorer.model.config.vision_config.image_size)  # draw at the size the model was trained on
     scene = [ShapeAttributes(*item) for item in SCENE]
     paths = []
     for index, attributes in enumerate(scene):
-        pixels = draw(attributes, rng=np.random.default_rng([args.seed, index]), image_size=48)
+        pixels = draw(attributes, rng=np.random.default_rng([args.seed, index]), image_size=size)
         path = out / "images" / f"{index + 1:02d}_{_slug(full_caption(attributes))}.png"
         _save_image(pixels, path)
         paths.append(path)
-    stderr().print(f"drew {len(paths)} images in {out / 'images'}; loading {DEMO_MODEL}")
-    scorer = ClipScorer.from_pretrained(DEMO_MODEL, device=args.device, local_files_only=True)
+    stderr().print(f"drew {len(paths)} images ({size} x {size} px) in {out / 'images'}")
     _rank(scorer, out, paths)
     _classify(scorer, out, paths, scene, class_prompts())
     _encode(args, out)
@@ -76,6 +77,7 @@ def _rank(scorer, out: Path, paths: list[Path]) -> None:
     from rich.table import Table
 
     from .. import plots
+    from ..report import write_report
     from ..scoring.score_files import ScoreRow, write_rows
     from ._common import atomic_write, save_png, stdout
 
@@ -94,6 +96,7 @@ def _rank(scorer, out: Path, paths: list[Path]) -> None:
         save_png(plots.plot_ranked_grid(prompt_rows, images_root=out, top=4, columns=4, thumbnail=96),
                  out / f"ranked_{_slug(prompt)}.png")  # fmt: skip
     atomic_write(out / "scores.csv", lambda file: write_rows(file, rows, ".csv"), encoding="utf-8")
+    write_report(rows, out / "report.html", images_root=out, title=f"sdclip demo ({DEMO_MODEL})")
     stdout().print(table)
 
 

@@ -44,7 +44,7 @@ def test_demo_writes_what_it_prints_and_matches_transformers(tmp_path, capsys):
     assert "images ranked against prompts" in printed and "zero-shot classification" in printed
     assert "(5, 77, 128)" in printed and "pooled cosine" in printed
     names = {p.name for p in out.iterdir()}
-    assert {"scores.csv", "classification.csv", "prompt_embeds.safetensors", "prompt_similarity.png"} <= names
+    assert {"scores.csv", "classification.csv", "prompt_embeds.safetensors", "prompt_similarity.png", "report.html"} <= names
     assert len(list((out / "images").glob("*.png"))) == len(SCENE)
     assert len([n for n in names if n.startswith("ranked_")]) == len(PROMPTS)
 
