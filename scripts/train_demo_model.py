@@ -40,6 +40,8 @@ VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, 
           "patch_size": 8, "image_size": IMAGE_SIZE, "hidden_act": "quick_gelu", "projection_dim": 64}  # fmt: skip
 TRAINING = {"batch_size": 128, "max_steps": 300, "lr": 2e-3, "warmup_steps": 30, "weight_decay": 0.1,
             "eval_every": 100, "seed": SEED, "image_size": IMAGE_SIZE, "label_template": "a {}"}  # fmt: skip
+# then a second run from the first one's (compacted) weights on fresh pairs, with its own schedule (0 steps: none)
+CONTINUE = {"max_steps": 0, "lr": 1e-3, "warmup_steps": 0, "data_seed": 2}
 SHIPPED = ROOT / "sdclip" / "models" / "_demo" / "shapes"
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
@@ -88,12 +90,22 @@ def train_model(work: Path) -> dict:
     torch.use_deterministic_algorithms(True)
     labels = tuple(f"{color} {shape}" for color in DEFAULT_COLORS for shape in DEFAULT_SHAPES)
     wall, cpu = time.perf_counter(), time.process_time()
-    result = train(pairs(TRAIN_PAIRS, SEED), val_data=pairs(VAL_PAIRS, VAL_SEED), labels=labels,
+    val = pairs(VAL_PAIRS, VAL_SEED)
+    first = work / "from_scratch" if CONTINUE["max_steps"] else work
+    result = train(pairs(TRAIN_PAIRS, SEED), val_data=val, labels=labels,
                    model={"text_config": TEXT, "vision_config": VISION, "projection_dim": TEXT["projection_dim"]},
-                   out=work, overwrite=True, **TRAINING)  # fmt: skip
-    compact(work)
+                   out=first, overwrite=True, **TRAINING)  # fmt: skip
+    compact(first)
+    steps, samples = result.steps, result.samples
+    if CONTINUE["max_steps"]:
+        options = {**TRAINING, **{k: v for k, v in CONTINUE.items() if k != "data_seed"}}
+        del options["image_size"]  # the model's own
+        result = train(pairs(TRAIN_PAIRS, CONTINUE["data_seed"]), val_data=val, labels=labels, model=first,
+                       out=work, overwrite=True, **options)  # fmt: skip
+        compact(work)
+        steps, samples = steps + result.steps, samples + result.samples
     return {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(time.process_time() - cpu, 1),
-            "steps": result.steps, "samples": result.samples, "val_metrics": result.metrics}  # fmt: skip
+            "steps": steps, "samples": samples, "val_metrics": result.metrics}  # fmt: skip
 
 
 def sha256(path: Path) -> str:
