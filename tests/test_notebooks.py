@@ -85,7 +85,7 @@ def test_02_inspection_runs(tmp_path):
 def test_03_scoring_runs(tmp_path):
     text, pngs = outputs(run_notebook("03_scoring.ipynb", tmp_path))
     assert "sdclip:shapes, the small trained demo model" in text and "CLIP score of the batch" in text
-    # the trained demo model picks the image that fits each prompt out of four near misses
+    # the trained demo model picks the image that fits each prompt (by its colour) out of four
     assert "best of 4 for 'a red circle': image 1 " in text and "best of 4 for 'a blue star': image 3 " in text
     assert "score_histogram.png" in text
     assert pngs >= 3
