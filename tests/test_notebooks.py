@@ -94,6 +94,6 @@ def test_03_scoring_runs(tmp_path):
 @pytest.mark.slow
 def test_04_training_runs(tmp_path):
     text, pngs = outputs(run_notebook("04_training.ipynb", tmp_path))
-    assert "fine-tuning steps: 40" in text and "40 steps, 2560 pairs seen" in text
+    assert "fine-tuning steps: 10" in text and "10 steps, 320 pairs seen" in text
     assert "accuracy before" in text and "-> after" in text
     assert pngs >= 2  # the examples and the training curves
