@@ -45,6 +45,10 @@ _EXPORTS = {
     "ClipScorer": "sdclip.scoring.clip_scorer",
     "Ranking": "sdclip.scoring.ranking",
     "clip": "sdclip.compat.openai_clip",
+    "TrainingError": "sdclip.errors",
+    "TrainingDataError": "sdclip.errors",
+    "train": "sdclip.training.trainer",
+    "TrainConfig": "sdclip.training.options",
 }
 
 _MODULE_EXPORTS = {"clip"}  # names that are modules, not attributes of one
@@ -74,6 +78,9 @@ if TYPE_CHECKING:
     from .prompts.parser import parse_prompt
     from .prompts.chunking import chunk_prompt
     from .prompts.tokens import PromptToken, tokenize_prompt
+    from .errors import TrainingDataError, TrainingError
+    from .training.options import TrainConfig
+    from .training.trainer import train
 
 
 def __getattr__(name: str) -> Any:

@@ -92,6 +92,9 @@ def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_
         f'{{"image": "outputs/{name}", "prompt": "{"a cat" if index < 2 else "a dog"}"}}\n'
         for index, name in enumerate(outputs)
     ))
+    for index in range(8):  # the training example's captioned folder
+        image(root / "captions" / f"{index}.png")
+        (root / "captions" / f"{index}.txt").write_text(f"a photo of a {'cat' if index % 2 else 'dog'} {index}")
     return root
 
 
@@ -135,6 +138,7 @@ def test_readme_python_examples_run(workspace, monkeypatch):
     probs = namespace["probs"]
     assert probs.shape == (1, 3) and abs(float(probs.sum()) - 1.0) < 1e-4
     assert (workspace / "tokens.png").stat().st_size > 1000
+    assert namespace["trained"].steps == 12 and namespace["colour_probs"].shape == (1, 4)
 
 
 @pytest.mark.slow

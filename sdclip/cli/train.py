@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("what")
     table.add_column("value", justify="right")
     rows = [("steps", result.steps), ("pairs seen", result.samples), ("train / val pairs",
-            f"{result.train_pairs} / {result.val_pairs}"), ("bad images skipped", result.bad_images)]  # fmt: skip
+            f"{result.train_pairs} / {result.val_pairs}"), ("bad images skipped", result.bad_images),
+            ("bad validation images", result.val_bad_images)]  # fmt: skip
     rows += [(f"skipped: {reason}", count) for reason, count in result.skipped.items()]
     rows += [(name, f"{value:.3f}") for name, value in result.metrics.items() if name != "val_pairs"]
     for name, value in rows:

@@ -14,9 +14,9 @@ The API (stable; later additions are keyword options with defaults)::
         lock="none",               # "image" / "text" (LiT), "text_encoder" (SD conditioning encoder bit-identical)
         val_fraction=0.0, val_data=None, eval_every=None, labels=(), label_template="a photo of a {}.",
         mixed_precision="no", grad_accum=1, gradient_checkpointing=False, save_every=0, resume=False,
-        max_length=None, num_workers=0, progress=True, overwrite=False,
+        max_length=None, num_workers=0, progress=True, plot=True, overwrite=False,
     )
-    result.out, result.steps, result.samples, result.bad_images, result.metrics
+    result.out, result.steps, result.samples, result.bad_images, result.val_bad_images, result.metrics
 
 ``data`` is a sequence of ``(PIL.Image or path, caption)`` (or ``(image, caption, label)``) pairs in memory,
 a folder of images with same-name ``.txt`` captions, a ``.csv`` / ``.tsv`` / ``.jsonl`` file (columns
@@ -32,7 +32,7 @@ single-file checkpoint).
 
 ``out`` ends as ``config.json`` + ``model.safetensors`` + tokenizer files + ``preprocessor_config.json``,
 which ``ClipScorer.from_pretrained``, ``TextConditioner.from_pretrained`` and ``sdclip.clip.load`` take
-as is, with ``train_log.csv`` (one row per optimizer step: loss, lr, temperature, and the evaluation
+as is, with ``train_log.csv`` (one row per optimizer step: loss, lr, ``scale`` = exp(logit_scale), and the evaluation
 columns zero_shot_acc, i2t_r1/5/10, t2i_r1/5/10 every ``eval_every`` steps) and ``train_curves.png``.
 
 On the CPU in one process a run is reproducible bit for bit for a given seed (and torch thread count):
@@ -40,6 +40,10 @@ shuffling is seeded per epoch, the split is seeded, nothing random happens in a 
 ``accelerate launch`` (or ``torchrun``) each process takes its slice of every global batch of
 ``batch_size * processes`` pairs and the loss sees the features of all processes (gathered with their
 gradient), so a run's batches and gradients do not depend on the number of processes.
+
+Losses are averaged per micro-batch with ``grad_accum`` (each micro-batch is its own contrastive batch, as
+accelerate's accumulation does; OpenCLIP's feature cache is not implemented). The optimizer is AdamW
+(fused where torch has the kernel) with a linear warm-up and cosine decay to 0.
 
 Pieces, for custom loops: ``clip_loss`` / ``ClipLoss`` / ``gather_with_grad`` (``loss``), ``load_pairs``
 (``data``), ``recall_at_k`` / ``zero_shot_accuracy`` / ``evaluate`` (``evaluate``), ``read_log`` / ``plot_log``

@@ -126,7 +126,8 @@ class Collator:
         height, width = self.preprocess.output_size
         return Batch(
             pixel_values=torch.stack(pixels) if pixels else torch.zeros(0, 3, height, width),
-            input_ids=self.tokenize([self.pairs.caption(i) for i in kept]) if kept else torch.zeros(0, 1, dtype=torch.long),
+            input_ids=(self.tokenize([self.pairs.caption(i) for i in kept]) if kept
+                       else torch.zeros(0, 1, dtype=torch.long)),  # fmt: skip
             indices=kept,
             bad=len(indices) - len(kept),
             labels=[self.pairs.label(i) for i in kept],

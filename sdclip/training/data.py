@@ -11,7 +11,8 @@ the run: the trainer skips it and counts it.
 * ``.csv`` / ``.jsonl``: one pair per row, columns ``image`` (or ``filepath`` / ``file`` / ``path``) and
   ``caption`` (or ``text`` / ``title``), optional ``label``; relative paths are relative to the file;
 * ``.tar`` (WebDataset): members ``{key}.{jpg,png,...}`` with ``{key}.txt`` or ``{key}.json`` (``caption``
-  or ``text``), read with ``tarfile``: one pass over the headers, then each image is read at its offset;
+  or ``text``; the key ends at the file name's first dot), read with ``tarfile``: one streamed pass over the
+  headers and captions, then each image is read at its offset when a batch needs it;
 * a folder of ``.tar`` shards, or a list of any of these (concatenated in order).
 """
 
@@ -92,8 +93,9 @@ class _TarPairs(PairSource):
                 for member in stream:
                     if not member.isfile():
                         continue
-                    key, _, suffix = member.name.rpartition(".")
-                    suffix = "." + suffix.lower()
+                    folder, _, base = member.name.rpartition("/")
+                    stem, _, suffix = base.partition(".")  # WebDataset: the key ends at the name's first dot
+                    key, suffix = f"{folder}/{stem}", "." + suffix.lower().rpartition(".")[2]  # "v1.png": .png
                     if suffix in (".txt", ".json"):
                         handle = stream.extractfile(member)
                         texts[key + suffix] = handle.read() if handle else b""

@@ -1,4 +1,10 @@
-"""The training log: one CSV row per logged step, appended as the run goes, and PNG curves drawn from it."""
+"""The training log: one CSV row per optimizer step, appended as the run goes, and PNG curves drawn from it.
+
+Columns (``LOG_COLUMNS``): ``step``, ``epoch``, ``samples`` (pairs seen so far, all processes), ``loss``
+(this step's contrastive loss), ``lr``, ``scale`` (``exp(logit_scale)``, the multiplier of the cosines, at
+most 100), ``bad_images`` (so far), and on evaluation steps ``val_pairs``, ``zero_shot_acc``,
+``i2t_r1/5/10``, ``t2i_r1/5/10``; empty cells where a step has no value.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 LOG_COLUMNS = (
-    "step", "epoch", "samples", "loss", "lr", "logit_scale", "bad_images",
+    "step", "epoch", "samples", "loss", "lr", "scale", "bad_images",
     "val_pairs", "zero_shot_acc", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
 )  # fmt: skip
 
@@ -74,7 +80,7 @@ def plot_log(path: str | Path, out: str | Path) -> Path:
     rows = read_log(path)
     panels = [
         ("training loss", ["loss"]),
-        ("logit scale (exp)", ["logit_scale"]),
+        ("scale = exp(logit_scale)", ["scale"]),
         ("validation", ["zero_shot_acc", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5"]),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))

@@ -8,8 +8,9 @@ computes the loss over the global batch, and the data-parallel wrapper averages 
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -34,15 +35,36 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return features
-    import torch.distributed.nn.functional as dist_fn
-
     count = torch.tensor([features.shape[0]], device=features.device)
     counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, count)
     sizes = [int(c.item()) for c in counts]
     padded = torch.nn.functional.pad(features, (0, 0, 0, max(sizes) - features.shape[0]))
-    gathered = dist_fn.all_gather(padded)
+    gathered = _all_gather_function().apply(padded)
     return torch.cat([part[:size] for part, size in zip(gathered, sizes)])
+
+
+@functools.cache
+def _all_gather_function() -> type:
+    """An all-gather whose backward sums each process's gradient for this process's rows over all processes
+    (what ``torch.distributed.nn.functional.all_gather`` does; that one is deprecated in torch 2.13)."""
+    import torch
+    import torch.distributed as dist
+
+    class AllGather(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, tensor.contiguous())
+            return tuple(parts)
+
+        @staticmethod
+        def backward(ctx: Any, *grads: torch.Tensor) -> torch.Tensor:
+            stacked = torch.stack(grads)  # (world, N, D): this process's gradient for every process's rows
+            dist.all_reduce(stacked)
+            return stacked[dist.get_rank()]
+
+    return AllGather
 
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Union
 
 from ..errors import TrainingError
 from ..models.building import check_text_config
@@ -171,7 +171,3 @@ def save_model_folder(start: StartingModel, model: CLIPModel, out: str | Path) -
         processor.save_pretrained(folder)
     return folder
 
-
-def as_dict(start: StartingModel) -> dict[str, Any]:
-    """What a run started from, for its log."""
-    return {"from_scratch": start.from_scratch, "image_size": int(start.model.config.vision_config.image_size)}

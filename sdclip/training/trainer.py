@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TrainingError
+from ..errors import TrainingDataError, TrainingError
 from .batches import Batch, Collator, batch_loader, epoch_batches, split_pairs
 from .data import DataSpec, load_pairs
 from .evaluate import evaluate
@@ -27,7 +27,8 @@ from .options import TrainConfig
 if TYPE_CHECKING:
     import torch
 
-LOG_FILE, CURVES_FILE, STATE_FILE, CHECKPOINTS = "train_log.csv", "train_curves.png", "trainer_state.json", "checkpoints"
+LOG_FILE, CURVES_FILE = "train_log.csv", "train_curves.png"
+STATE_FILE, CHECKPOINTS = "trainer_state.json", "checkpoints"
 
 
 @dataclass
@@ -39,7 +40,9 @@ class TrainResult:
             ``sdclip.clip.load``).
         steps: optimizer steps done in total (a resumed run counts the earlier ones).
         samples: training pairs seen (all processes).
-        bad_images: pairs skipped because their image could not be decoded (all processes).
+        bad_images: training pairs skipped because their image could not be decoded (all processes; a bad
+            image counts once per epoch it is drawn in).
+        val_bad_images: validation pairs left out of the evaluation for the same reason.
         skipped: pairs dropped while reading the data, by reason.
         metrics: the last evaluation (empty without a validation set).
         train_pairs, val_pairs: sizes of the split.
@@ -49,6 +52,7 @@ class TrainResult:
     steps: int = 0
     samples: int = 0
     bad_images: int = 0
+    val_bad_images: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     train_pairs: int = 0
@@ -87,8 +91,10 @@ def train(
         >>> from PIL import Image
         >>> from sdclip.testing import TINY_TEXT, TINY_VISION
         >>> pairs = [(Image.new("RGB", (32, 32), c), f"a {c} square") for c in ("red", "blue", "green", "white")]
-        >>> config = {"text_config": TINY_TEXT, "vision_config": {**TINY_VISION, "patch_size": 16}, "projection_dim": 96}
-        >>> result = train(pairs, model=config, out=tempfile.mkdtemp(), batch_size=4, image_size=32, progress=False)
+        >>> vision = {**TINY_VISION, "patch_size": 16}
+        >>> config = {"text_config": TINY_TEXT, "vision_config": vision, "projection_dim": 96}
+        >>> result = train(pairs, model=config, out=tempfile.mkdtemp(), batch_size=4, image_size=32,
+        ...                progress=False, plot=False)
         >>> result.steps, result.samples
         (1, 4)
     """
@@ -164,7 +170,7 @@ def _dual_encoder(model: Any, lock: str) -> Any:
 
 
 def _optimizer(model: Any, cfg: TrainConfig) -> Any:
-    """AdamW; no weight decay on gains, biases, embeddings' norms and the temperature (as OpenCLIP)."""
+    """AdamW (fused); no weight decay on gains, biases, norms and the temperature (as OpenCLIP)."""
     import torch
 
     def no_decay(name: str, parameter: torch.Tensor) -> bool:
@@ -173,7 +179,10 @@ def _optimizer(model: Any, cfg: TrainConfig) -> Any:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": cfg.weight_decay},
               {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0}]  # fmt: skip
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    try:  # one fused kernel: ~7x faster than the foreach default on the CPU (benchmarks/train.py), same formula
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
+    except (RuntimeError, TypeError):  # a device or torch without the fused kernel
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
 def _schedule(optimizer: Any, warmup: int, total: int) -> Any:
@@ -231,6 +240,7 @@ class _Run:
         bar = self._progress()
         while self.result.steps < self.total_steps:
             batches = self._micro_batches(self.epoch)[: self.steps_per_epoch * cfg.grad_accum]
+            steps_before, tried = self.result.steps, len(batches) - self.batch_in_epoch
             for batch in batch_loader(batches[self.batch_in_epoch:], self.collate, num_workers=cfg.num_workers):
                 self.batch_in_epoch += 1
                 row = self._micro_step(batch)
@@ -247,6 +257,11 @@ class _Run:
                 if self.result.steps >= self.total_steps:
                     break
             if self.batch_in_epoch >= len(batches):
+                if tried and self.result.steps == steps_before and self.result.steps < self.total_steps:
+                    raise TrainingDataError(
+                        f"data '{self.collate.pairs.name}': a whole epoch gave no batch of two or more readable "
+                        f"images ({self.result.bad_images} bad images so far); check the image files"
+                    )
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if bar is not None:
             bar.close()
@@ -278,7 +293,7 @@ class _Run:
         self.result.steps += 1
         return {"step": self.result.steps, "epoch": self.epoch, "samples": self.result.samples,
                 "loss": float(loss.detach()), "lr": self.scheduler.get_last_lr()[0],
-                "logit_scale": float(self.model.logit_scale.detach().exp()), "bad_images": self.result.bad_images}
+                "scale": float(self.model.logit_scale.detach().exp()), "bad_images": self.result.bad_images}
 
     def _maybe_evaluate(self, *, end_of_epoch: bool) -> dict[str, float]:
         every, last = self.cfg.eval_every, self.result.steps >= self.total_steps
@@ -290,8 +305,11 @@ class _Run:
             batches = epoch_batches(len(self.val_collate.pairs), self.cfg.batch_size, epoch=0, seed=0, shuffle=False)
             if len(self.val_collate.pairs) > self.cfg.batch_size and len(self.val_collate.pairs) % self.cfg.batch_size:
                 batches.append(list(range(len(batches) * self.cfg.batch_size, len(self.val_collate.pairs))))
-            metrics = evaluate(self.model, batch_loader(batches, self.val_collate), self.val_collate,
-                               labels=self.cfg.labels, template=self.cfg.label_template, device=self.acc.device)
+            bad = []
+            loader = (bad.append(b.bad) or b for b in batch_loader(batches, self.val_collate))
+            metrics = evaluate(self.model, loader, self.val_collate, labels=self.cfg.labels,
+                               template=self.cfg.label_template, device=self.acc.device)
+            self.result.val_bad_images = sum(bad)
             self.result.metrics = metrics
         self.acc.wait_for_everyone()
         return metrics
@@ -308,7 +326,8 @@ class _Run:
         self.acc.save_state(str(folder))
         if self.acc.is_main_process:
             state = {"steps": self.result.steps, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                     "samples": self.result.samples, "bad_images": self.result.bad_images, "config": self.cfg.to_dict()}
+                     "samples": self.result.samples, "bad_images": self.result.bad_images,
+                     "processes": self.acc.num_processes, "config": self.cfg.to_dict()}
             (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         self.acc.wait_for_everyone()
 
@@ -318,10 +337,20 @@ class _Run:
         if not folders:
             return None
         folder = max(folders, key=lambda p: int(p.name.split("_")[1]))
-        self.acc.load_state(str(folder))
         state = json.loads((folder / STATE_FILE).read_text())
+        saved = {**state.get("config", {}), "processes": state.get("processes", 1)}
+        now = {**self.cfg.to_dict(), "processes": self.acc.num_processes}
+        changed = [k for k in ("seed", "batch_size", "grad_accum", "processes") if saved.get(k, now[k]) != now[k]]
+        if changed:
+            raise TrainingError(
+                f"resume: checkpoint '{folder}' was made with {', '.join(f'{k}={saved[k]}' for k in changed)}, this "
+                f"run has {', '.join(f'{k}={now[k]}' for k in changed)}; the batches would not line up, use the same "
+                "values (or start a new run with overwrite)"
+            )
+        self.acc.load_state(str(folder))
         self.result.steps, self.result.samples = state["steps"], state["samples"]
-        self.result.bad_images, self.epoch, self.batch_in_epoch = state["bad_images"], state["epoch"], state["batch_in_epoch"]
+        self.result.bad_images, self.epoch = state["bad_images"], state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
         return self.result.steps
 
     def _finish(self) -> TrainResult:
@@ -347,7 +376,7 @@ def _all_min(value: torch.Tensor, accelerator: Any) -> int:
 
 
 def _postfix(row: dict[str, float], metrics: dict[str, float]) -> dict[str, str]:
-    shown = {"loss": f"{row['loss']:.3f}", "T": f"{row['logit_scale']:.1f}"}
+    shown = {"loss": f"{row['loss']:.3f}", "scale": f"{row['scale']:.1f}"}
     for key, name in (("zero_shot_acc", "acc"), ("t2i_r1", "t2i@1"), ("i2t_r1", "i2t@1")):
         if key in metrics:
             shown[name] = f"{metrics[key]:.2f}"

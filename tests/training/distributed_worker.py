@@ -31,8 +31,9 @@ def pairs() -> list[tuple[Image.Image, str]]:
     return [(Image.fromarray(noise[i]), f"a {words[i % 8]} and a {words[(i * 3) % 8]} {i}") for i in range(len(noise))]
 
 
-def gradients(per_process_batch: int) -> dict[str, torch.Tensor]:
-    """Gradients of the first global batch of epoch 0, after data-parallel averaging."""
+def gradients(per_process_batch: int, *, drop: int | None = None) -> dict[str, torch.Tensor]:
+    """Gradients of the first global batch of epoch 0, after data-parallel averaging; ``drop``: leave out the
+    pair at that position of the global batch (as a bad image would), so processes hold unequal rows."""
     from sdclip.training.batches import Collator, epoch_batches
     from sdclip.training.data import load_pairs
     from sdclip.training.loss import ClipLoss
@@ -45,6 +46,9 @@ def gradients(per_process_batch: int) -> dict[str, torch.Tensor]:
     source = load_pairs(pairs())
     indices = epoch_batches(len(source), per_process_batch, epoch=0, seed=0, world_size=accelerator.num_processes,
                             rank=accelerator.process_index)[0]  # fmt: skip
+    if drop is not None:
+        first = accelerator.process_index * len(indices)
+        indices = [index for position, index in enumerate(indices, first) if position != drop]
     batch = Collator(source, start.tokenizer, start.preprocess, max_length=77)(indices)
     net = accelerator.prepare(_dual_encoder(start.model, "none"))
     image, text, scale = net(batch.pixel_values, batch.input_ids)
@@ -59,8 +63,9 @@ def main(out: Path) -> None:
 
     torch.set_num_threads(1)
     grads = gradients(GLOBAL_BATCH // PartialState(cpu=True).num_processes)
+    uneven = gradients(GLOBAL_BATCH // PartialState().num_processes, drop=GLOBAL_BATCH - 1)  # 8 + 7 rows
     if PartialState().is_main_process:
-        torch.save(grads, out / "grads.pt")
+        torch.save({"even": grads, "uneven": uneven}, out / "grads.pt")
     train(pairs(), model=SMALL, out=out / "model", batch_size=GLOBAL_BATCH // PartialState().num_processes,
           progress=False, lr=1e-3, val_fraction=0.25, eval_every=1, save_every=1)  # fmt: skip
 

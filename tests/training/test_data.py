@@ -39,8 +39,9 @@ def _layouts(tmp_path):
                                                               "label": r["label"]}) + "\n" for r in rows))  # fmt: skip
     with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
         for n, (caption, colour) in enumerate(zip(CAPTIONS, COLOURS)):
-            members = {f"{n:05d}.png": _png(colour), f"{n:05d}.json": json.dumps({"caption": caption,
-                                                                                     "label": colour}).encode()}
+            key = f"shard/{n:05d}.v1" if n == 1 else f"{n:05d}"  # a key with a folder; extensions with two dots
+            members = {f"{key}.png": _png(colour), f"{key}.json": json.dumps({"caption": caption,
+                                                                             "label": colour}).encode()}
             for name, payload in members.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(payload)
@@ -88,7 +89,8 @@ def test_unreadable_data_is_one_line_error(tmp_path, data, message):
 
 
 def test_in_memory_items_must_be_pairs():
-    with pytest.raises(TrainingDataError, match=r"data\[1\]: expected an \(image, caption\) or \(image, caption, label\)"):
+    message = r"data\[1\]: expected an \(image, caption\) or \(image, caption, label\)"
+    with pytest.raises(TrainingDataError, match=message):
         load_pairs([(Image.new("RGB", (2, 2)), "ok"), ("just a caption",)])
 
 

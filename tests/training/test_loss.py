@@ -50,7 +50,7 @@ def test_temperature_is_clamped_at_ln_100_and_initialised_at_ln_1_over_0_07():
     assert float(scale.grad) == 0.0  # above the clamp the temperature gets no gradient
     parameter = torch.nn.Parameter(torch.tensor(5.0))
     clamp_logit_scale_(parameter)
-    assert float(parameter) == pytest.approx(math.log(100))
+    assert parameter.item() == pytest.approx(math.log(100))
 
 
 def test_gradient_matches_float64_finite_differences():

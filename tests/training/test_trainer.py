@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sdclip.errors import TrainingError
+from sdclip.errors import TrainingDataError, TrainingError
 from sdclip.testing import TINY_TEXT, TINY_VISION, random_clip_model, save_clip_folder
 from sdclip.training import TrainConfig, read_log, train
 
@@ -40,17 +40,17 @@ def test_from_config_is_bit_reproducible_and_writes_a_folder_every_loader_takes(
     options = dict(model=SMALL, batch_size=8, epochs=2, image_size=32, progress=False, lr=1e-3, val_fraction=0.25,
                    labels=COLOURS, eval_every=1, plot=False)  # fmt: skip
     first = train(_pairs(), out=tmp_path / "a", **{**options, "plot": True})
-    second = train(_pairs(), out=tmp_path / "b", **options)
-    other_seed = train(_pairs(), out=tmp_path / "c", **{**options, "seed": 1})
-    a, b, c = _state(tmp_path / "a"), _state(tmp_path / "b"), _state(tmp_path / "c")
+    second = train(_pairs(), out=tmp_path / "b", num_workers=2, **options)  # decoding in worker processes
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
     assert first.steps == 2 and first.samples == 16 and first.train_pairs == 12 and first.val_pairs == 4
-    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
-    assert not torch.equal(a["visual_projection.weight"], c["visual_projection.weight"])
-    # the model moved away from its seeded initialisation
+    assert all(torch.equal(a[k], b[k]) for k in a) and second.steps == 2  # bit for bit
+    # the model moved away from its seeded initialisation, and another seed starts elsewhere
     from sdclip.training.model_setup import starting_model
 
     start = starting_model(SMALL, image_size=32, seed=0).model.state_dict()
+    other = starting_model(SMALL, image_size=32, seed=1).model.state_dict()
     assert not torch.equal(start["text_model.final_layer_norm.weight"], a["text_model.final_layer_norm.weight"])
+    assert not torch.equal(start["visual_projection.weight"], other["visual_projection.weight"])
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["vision_config"]["image_size"] == 32
     rows = read_log(tmp_path / "a" / "train_log.csv")
@@ -79,11 +79,16 @@ def test_from_config_is_bit_reproducible_and_writes_a_folder_every_loader_takes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lock", ["text_encoder", "image"])
-def test_locks_keep_the_frozen_part_bit_identical(tmp_path, lock):
-    source = save_clip_folder(random_clip_model({**TINY_TEXT, "num_hidden_layers": 2},
-                                                {**TINY_VISION, "image_size": 64}), tmp_path / "source")  # fmt: skip
-    train(_pairs(8), model=source, out=tmp_path / "out", batch_size=8, lock=lock, progress=False, lr=1e-2)
+@pytest.mark.parametrize(("lock", "source_kind"), [("text_encoder", "folder"), ("image", "single_file")])
+def test_locks_keep_the_frozen_part_bit_identical(tmp_path, lock, source_kind):
+    from safetensors.torch import save_file
+
+    model = random_clip_model({**TINY_TEXT, "num_hidden_layers": 2}, {**TINY_VISION, "image_size": 64})
+    source = save_clip_folder(model, tmp_path / "source")
+    if source_kind == "single_file":  # a full CLIP checkpoint in one file
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "clip.safetensors"))
+    start = source if source_kind == "folder" else tmp_path / "clip.safetensors"
+    train(_pairs(8), model=start, out=tmp_path / "out", batch_size=8, lock=lock, progress=False, lr=1e-2, plot=False)
     before, after = _state(source), _state(tmp_path / "out")
     frozen = ("text_model.",) if lock == "text_encoder" else ("vision_model.", "visual_projection.")
     assert sorted(before) == sorted(after)
@@ -97,10 +102,12 @@ def test_locks_keep_the_frozen_part_bit_identical(tmp_path, lock):
 
 @pytest.mark.slow
 def test_refuses_an_existing_model_unless_told(tmp_path):
-    train(_pairs(4), model=SMALL, out=tmp_path, batch_size=4, image_size=32, progress=False)
+    done = train(_pairs(4), model=SMALL, out=tmp_path, batch_size=4, image_size=32, progress=False, plot=False,
+                 val_data=_pairs(6)[4:], labels=COLOURS)  # fmt: skip
+    assert done.val_pairs == 2 and done.metrics["val_pairs"] == 2 and "zero_shot_acc" in done.metrics
     with pytest.raises(TrainingError, match=r"already holds a model or checkpoints; pass overwrite=True"):
         train(_pairs(4), model=SMALL, out=tmp_path, batch_size=4, image_size=32, progress=False)
-    with pytest.raises(TrainingError, match=r"image_size: the model's vision tower takes 32 px images, got image_size=64"):
+    with pytest.raises(TrainingError, match=r"image_size: the model's vision tower takes 32 px images, got image_size"):
         train(_pairs(4), model=tmp_path, out=tmp_path / "again", image_size=64, progress=False)
 
 
@@ -133,11 +140,12 @@ def _plain_transformers_step(initial: dict, pairs, *, micro: list[list[int]], lr
     tokenizer = load_tokenizer()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n and "logit_scale" not in n]
     rest = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0}],
-                                  lr=lr, betas=(0.9, 0.98), eps=eps)  # fmt: skip
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=eps)
     for indices in micro:
         pixels = processor([pairs[i][0] for i in indices], return_tensors="pt").pixel_values
-        ids = tokenizer([pairs[i][1] for i in indices], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        texts = [pairs[i][1] for i in indices]
+        ids = tokenizer(texts, padding="max_length", max_length=77, return_tensors="pt").input_ids
         (model(input_ids=ids, pixel_values=pixels, return_loss=True).loss / len(micro)).backward()
     optimizer.step()
     return {k: v.detach() for k, v in model.state_dict().items()}
@@ -181,6 +189,9 @@ def test_resume_from_a_checkpoint_continues_bit_for_bit(tmp_path):
     again = _state(tmp_path / "run")
     assert all(torch.equal(full[k], again[k]) for k in full)
     assert [row["step"] for row in read_log(tmp_path / "run" / "train_log.csv")] == [1, 2, 3, 4]
+    with pytest.raises(TrainingError, match=r"resume: checkpoint '.*step_4' was made with batch_size=4, this run has "
+                                             r"batch_size=2; the batches would not line up"):  # fmt: skip
+        train(_pairs(12), out=tmp_path / "run", resume=True, **{**options, "batch_size": 2})
 
 
 @pytest.mark.slow
@@ -196,3 +207,12 @@ def test_bf16_mixed_precision_trains_float32_weights_close_to_fp32(tmp_path):
     a = torch.cat([(fp32[k] - initial[k]).flatten() for k in fp32])
     b = torch.cat([(bf16[k] - initial[k]).flatten() for k in fp32])
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.95 and not torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_bad_images_are_skipped_and_counted_and_all_bad_is_an_error(tmp_path):
+    pairs = _pairs(5) + [(tmp_path / "missing.png", "a lost square")]
+    result = train(pairs, model=SMALL, out=tmp_path / "ok", batch_size=6, epochs=2, progress=False, plot=False)
+    assert result.steps == 2 and result.bad_images == 2 and result.samples == 10  # once per epoch
+    with pytest.raises(TrainingDataError, match=r"data '<memory>': a whole epoch gave no batch of two or more"):
+        train([(tmp_path / "missing.png", "x")] * 4, model=SMALL, out=tmp_path / "bad", batch_size=2, progress=False)
