@@ -8,7 +8,9 @@ scratch with ``sdclip.training.train`` on captioned shapes from ``sdclip.dataset
 the embedding rows of tokens that no caption of the generator can contain are zeroed, so the file
 compresses to little, and the weights are stored as float16. Everything is seeded and runs on the CPU
 with two threads and deterministic algorithms, so the same versions of torch and transformers on the
-same kind of machine write the same bytes (the script prints the file's SHA-256).
+same kind of machine write the same bytes (the script prints the file's SHA-256). The shipped file was
+written with the trainer as of training@7cce53f; the trainer's later switch to fused AdamW changes the
+last bits, so retrain (and commit) to pin it again (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
