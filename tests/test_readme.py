@@ -55,7 +55,7 @@ def test_readme_commands_are_valid_sdclip_command_lines():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_for_readme):
+def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_for_readme, mmdit_folders_for_readme):
     """A scratch directory laid out as a README reader's would be, with tiny stand-in models."""
     import numpy as np
     import torch
@@ -72,6 +72,8 @@ def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_
     shutil.copytree(pipeline_folder, weights / "stable-diffusion-v1-5")
     if sdxl_folder_for_readme is not None:
         shutil.copytree(sdxl_folder_for_readme, weights / "stable-diffusion-xl-base-1.0")
+    for name, folder in mmdit_folders_for_readme.items():  # SD3 / Flux stand-ins
+        shutil.copytree(folder, weights / name)
     snapshot = root / "hub" / "models--openai--clip-vit-large-patch14" / "snapshots" / ("0" * 40)
     shutil.copytree(weights / "clip-vit-large-patch14", snapshot)
     (snapshot.parents[1] / "refs").mkdir()
@@ -105,6 +107,13 @@ def sdxl_folder_for_readme(request):
         return request.getfixturevalue("sdxl_pipeline_folder")
     except pytest.FixtureLookupError:
         return None
+
+
+@pytest.fixture(scope="module")
+def mmdit_folders_for_readme(request):
+    """The tiny SD3 and Flux pipeline folders, under the names the README uses."""
+    return {"stable-diffusion-3.5-medium": request.getfixturevalue("sd3_pipeline_folder"),
+            "FLUX.1-dev": request.getfixturevalue("flux_pipeline_folder")}
 
 
 def reader_env(root: Path) -> dict[str, str]:

@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)  # bad flags: one line on stderr, exit 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --processes re-launches
     try:
         return int(args.run(args) or 0)
     except SdclipError as error:

@@ -25,15 +25,16 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
-import sys
 from pathlib import Path
 
 from ..errors import SdclipError
 from ..models.sources import DEFAULT_MODEL
 from ..prompts.lists import has_lone_surrogate
+from ..scoring.ranking import rank_rows
 from ..scoring.score_files import COLUMNS, ENCODING, SUFFIXES, ScoreRow, read_resume_rows, write_rows
+from ._rows import row_batches
+from ._parts import add_processes_option, processes_for, relaunch, run_sharded
 from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
                       stderr, stdout, write_failed)
 from ._score_metrics import (MetricPlan, add_metric_options, batch_rows, load_multi, metric_plan,
@@ -63,6 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--pairs", metavar="FILE",
                       help="CSV with columns image,prompt or JSONL of {\"image\", \"prompt\"}; "
                       "image paths relative to the file")
+    what.add_argument("--webdataset", nargs="+", metavar="TAR",
+                      help="WebDataset shards (img2dataset's {key}.jpg + {key}.txt/.json) or folders of them: "
+                      "each image is scored against its caption, streamed from the tar")
     parser.add_argument("--out", metavar="FILE", help=".csv or .jsonl (default: a table on stdout)")
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                         help="images per model call (default: 64 on cuda, 4 on cpu)")
@@ -83,6 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpu-decode", action="store_true",
                         help="with --preprocessing fast on cuda: decode JPEG files on the GPU (nvjpeg, needs "
                         "torchvision: pip install 'sdclip[gpu]'); ignored where it cannot run")
+    add_processes_option(parser)
+    parser.add_argument("--embeddings", metavar="DIR", help="score from a folder `sdclip embed` wrote (no vision tower: "
+                        "one text pass and a matrix product); with --prompt, every image in it (or those of --images)")
     add_model_options(parser, default=DEFAULT_MODEL)
     add_metric_options(parser)
     parser.set_defaults(run=run)
@@ -154,7 +161,13 @@ def _jsonl_pairs(name: str, text: str) -> list[tuple[str, str]]:
 def _pairs_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
     from ..scoring.images import find_images
 
-    if args.pairs is not None:
+    if getattr(args, "webdataset", None):
+        from ..scoring.webdataset import read_webdataset, tar_paths
+
+        pairs = read_webdataset(tar_paths(args.webdataset))
+        if not pairs:
+            raise SdclipError(f"--webdataset: no images in {', '.join(args.webdataset)}; expected img2dataset shards")
+    elif args.pairs is not None:
         if args.images:
             raise SdclipError("--images: use --images with --prompt, or --pairs alone (the pairs file names the images)")
         pairs = read_pairs(args.pairs)
@@ -213,7 +226,7 @@ def _check_same_folder(out: Path, done: list[ScoreRow], pairs: list[tuple[str, s
     for image, prompt in pairs:
         candidates.setdefault((os.path.basename(image), prompt), []).append(image)
     for row in done:
-        if os.path.isabs(row.image) or os.path.exists(_row_image(row.image, out)):
+        if os.path.isabs(row.image) or ".tar/" in row.image or os.path.exists(_row_image(row.image, out)):
             continue
         tail = os.sep + os.path.normpath(row.image)
         for image in candidates.get((os.path.basename(row.image), row.prompt), []):
@@ -232,13 +245,32 @@ def run(args: argparse.Namespace) -> int:
     plan = metric_plan(args)
     if args.report:
         output_path(args.report, suffixes=(".html", ".htm"), option="--report")
+    if args.embeddings:
+        from ._embedded import score_embeddings
+
+        if plan.multi:
+            raise SdclipError("--embeddings: stored embeddings give the clip metric only; drop --metric")
+        return score_embeddings(args, out, read_pairs=read_pairs, write_ranked=_write_ranked, print_rows=_print_rows,
+                                finish=_finish)
+    launched = relaunch(args)  # --processes N: the same command under accelerate launch
+    if launched is not None:
+        return launched
     pairs = _pairs_from_args(args)
+    processes = processes_for(args, out)  # launched, or resuming part files: each process scores its share
     if out is None:
         rows = _score(args, pairs, None, [])
         _print_rows(rows)
         return _finish(args, rows, None)
     same_file(out, [args.pairs] if args.pairs else [], what="--pairs file")
     same_file(out, [image for image, _ in pairs if image.lower().endswith(out.suffix.lower())], what="image")
+    if processes is not None:
+        scorer = lambda: load_multi(args, plan) if plan.multi else _load_scorer(args)  # noqa: E731
+        rows = run_sharded(args, out, pairs, processes, row_batches=lambda todo: row_batches(scorer(), todo, plan),
+                           pair_key=lambda pair: _key(*pair), row_key=lambda row: _key(_row_image(row.image, out),
+                                                                                       row.prompt),
+                           write=lambda path, rows: _write_ranked(path, rows, plan.columns),
+                           resumed=lambda row: resumed_row(plan, row), metrics=plan.columns)
+        return 0 if rows is None else _finish(args, rank_rows(rows), out)
     with OutputLock(out):
         existing = out.is_file() and out.stat().st_size > 0
         if existing and not (args.resume or args.overwrite):
@@ -258,18 +290,20 @@ def run(args: argparse.Namespace) -> int:
             rows = _score(args, pairs, None, [], plan)
         else:
             rows = _score(args, pairs, out, done, plan)
-        from ..scoring.ranking import rank_rows
-
-        rows = rank_rows(rows)
-        atomic_write(out, lambda file: write_rows(file, rows, out.suffix, metrics=plan.columns), **ENCODING)
+        rows = _write_ranked(out, rows, plan.columns)
     return _finish(args, rows, out)
+
+
+def _write_ranked(out: Path, rows: list[ScoreRow], metrics: tuple[str, ...] = ()) -> list[ScoreRow]:
+    """Rank ``rows`` per prompt and put them in ``out`` atomically (``metrics``: the file's metric columns)."""
+    rows = rank_rows(rows)
+    atomic_write(out, lambda file: write_rows(file, rows, out.suffix, metrics=metrics), **ENCODING)
+    return rows
 
 
 def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | None,
            done: list[ScoreRow], plan: MetricPlan | None = None) -> list[ScoreRow]:
     """Score ``pairs``; with ``out``, rewrite it with ``done`` and append each batch as it comes."""
-    from tqdm import tqdm
-
     rows = list(done)
     if not pairs:
         return rows
@@ -285,23 +319,14 @@ def _score(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path | N
         except OSError as error:
             raise write_failed(out, error) from None
     try:
-        with tqdm(total=len(pairs), unit="img", desc="sdclip score", file=sys.stderr) as progress:
-            batches = scorer.iter_scores([Path(image) for image, _ in pairs], [p for _, p in pairs], errors="return")
-            for batch in batches:
-                new = batch_rows(plan, batch, pairs) if plan.multi else []
-                for offset, (score, error) in enumerate([] if plan.multi else zip(batch.scores.tolist(), batch.errors)):
-                    image, prompt = pairs[batch.start + offset]
-                    ok = error is None and not math.isnan(score)
-                    new.append(ScoreRow(image, prompt, round(score, 6) if ok else None, None,
-                                        "" if ok else (error or "score is NaN")))
-                rows += new
-                if file is not None:
-                    try:
-                        write_rows(file, new, out.suffix, with_header=False)  # type: ignore[union-attr]
-                        file.flush()
-                    except OSError as error:
-                        raise write_failed(out, error) from None  # type: ignore[arg-type]
-                progress.update(len(new))
+        for new in row_batches(scorer, pairs, plan):
+            rows += new
+            if file is not None:
+                try:
+                    write_rows(file, new, out.suffix, with_header=False)  # type: ignore[union-attr]
+                    file.flush()
+                except OSError as error:
+                    raise write_failed(out, error) from None  # type: ignore[arg-type]
     finally:
         if file is not None:
             try:

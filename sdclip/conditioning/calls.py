@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PromptError
 from ..prompts.lists import second_prompts, validate_prompts
 from ..prompts.truncation import warn_truncated
-from .core import build_conditioning
+from .core import build_conditioning, encode_texts
+from .cuda_graphs import encoder_forward
 from .mmdit import DEFAULT_MAX_SEQUENCE_LENGTH, encode_mmdit
 from .settings import check_clip_skip, check_num_images, resolve_settings
 
 if TYPE_CHECKING:
     from .types import Conditioning
 
-__all__ = ["encode_call", "encode_clip", "t5_device_of"]
+__all__ = ["clip_texts", "encode_call", "encode_clip", "t5_device_of"]
 
 
 def encode_call(
@@ -33,12 +34,12 @@ def encode_call(
     """``TextConditioner.encode`` (see there) for ``cond``."""
     family = getattr(cond, "family", None)
     mmdit = family in ("sd3", "flux")
-    if negative_prompt is not False and negative_prompt is not True:
-        no_negative = family == "flux" and negative_prompt is None and negative_prompt_2 is None
-    elif negative_prompt is False:
-        no_negative, negative_prompt = True, None
-    else:
+    if negative_prompt is True:
         raise PromptError("negative_prompt: expected a string, a list of strings, None or False, got True")
+    # no negative at all: asked for (False), or Flux without one (no true CFG)
+    no_negative = negative_prompt is False or (family == "flux" and negative_prompt is None and negative_prompt_2 is None)
+    if negative_prompt is False:
+        negative_prompt = None
     prompts, negatives = validate_prompts(prompt, negative_prompt)
     if len(cond.encoders) < 2 and not mmdit and (prompt_2 is not None or negative_prompt_2 is not None):
         raise PromptError(
@@ -115,3 +116,18 @@ def t5_device_of(devices: Any) -> Any:
     if not isinstance(devices, dict) or set(devices) - {"t5"}:
         raise PromptError(f"devices: expected a dict with the key 't5' (e.g. {{'t5': 'cpu'}}), got {devices!r}")
     return devices.get("t5")
+
+
+def clip_texts(cond: Any, index: int, texts: list[str], settings: Any, truncated: list[tuple[str, str]]) -> dict:
+    """``core.encode_texts`` for ``cond``'s encoder ``index`` through its cache (none when trainable) and its
+    CUDA graphs (when on); the caller holds the lock."""
+    if not texts:
+        return {}
+    encoder, spec = cond.encoders[index], cond.specs[index]
+    forward = None if cond._graphs is None else encoder_forward(
+        cond._graphs, index, encoder.model, spec, eos_token_id=encoder.tokenizer.eos_token_id, clip_skip=settings.clip_skip)
+    return encode_texts(
+        encoder.model, encoder.tokenizer, spec, list(dict.fromkeys(texts)), settings,
+        chunk=lambda text: cond._chunk(index, text, settings), truncated=truncated,
+        cache=None if cond.trainable else cond._cache, cache_key=(index,), forward=forward,
+    )  # fmt: skip

@@ -22,9 +22,8 @@ from ..models.sources import DEFAULT_MODEL
 from ..prompts.chunking import ChunkedPrompt, chunk_prompt
 from ..prompts.tokens import PromptToken, prompt_tokens
 from ..prompts.truncation import TruncationWarning
-from .calls import encode_call, t5_device_of
-from .core import encode_texts
-from .cuda_graphs import GraphedForward, encoder_forward
+from .calls import clip_texts, encode_call, t5_device_of
+from .cuda_graphs import GraphedForward
 from .pipelines import pipeline_encoders
 from .settings import EncodeSettings, resolve_settings
 from .textual_inversion import expand_textual_inversion
@@ -205,23 +204,16 @@ class TextConditioner:
         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
         devices: dict[str, str | torch.device] | None = None, cache_size: int = 256,
     ) -> TextConditioner:
-        """SD3 / Flux encoders from standalone files, as ComfyUI users keep them (``clip_l.safetensors``,
-        ``clip_g.safetensors``, ``t5xxl_fp16.safetensors``, or one SD3.5 single file for all three).
-
-        Configs are inferred from shapes; T5 is read straight into ``dtype``. ``t5_tokenizer``: a folder
-        with T5's tokenizer (a pipeline's ``tokenizer_3/`` or ``tokenizer_2/``), required with ``t5``.
-        SD3 without ``t5`` gives zeros for T5, as diffusers. ``devices={"t5": "cpu"}`` keeps T5 on the CPU.
-
-        Raises:
-            ModelSourceError: see ``sdclip.models.mmdit.load_files``.
+        """SD3 / Flux encoders from standalone files as ComfyUI keeps them (``clip_l.safetensors``,
+        ``clip_g.safetensors``, ``t5xxl_fp16.safetensors``, or one SD3.5 single file); configs from shapes, T5
+        read straight into ``dtype``; ``t5_tokenizer`` (a folder) is required with ``t5``; no ``t5``: zeros for it
+        (SD3). ``devices={"t5": "cpu"}`` keeps T5 on the CPU. Errors: see ``sdclip.models.mmdit.load_files``.
         """
         check_cache_size(cache_size)
         options = LoadOptions(device, dtype)
-        t5_device = t5_device_of(devices)
-        loaded = load_files(clip_l=clip_l, clip_g=clip_g, t5=t5, family=family, options=options,
-                            t5_options=None if t5_device is None else LoadOptions(t5_device, dtype),
-                            t5_tokenizer=t5_tokenizer)  # fmt: skip
-        conditioner = cls._from_loaded(loaded, cache_size=cache_size)
+        t5_options = None if t5_device_of(devices) is None else LoadOptions(t5_device_of(devices), dtype)
+        conditioner = cls._from_loaded(load_files(clip_l=clip_l, clip_g=clip_g, t5=t5, family=family, options=options,
+                                                  t5_options=t5_options, t5_tokenizer=t5_tokenizer), cache_size=cache_size)
         conditioner._owns_models = True
         return conditioner
 
@@ -262,17 +254,7 @@ class TextConditioner:
         self, index: int, texts: list[str], settings: EncodeSettings, truncated: list[tuple[str, str]]
     ) -> dict[str | None, tuple]:
         """``core.encode_texts`` for encoder ``index`` through the cache (none when trainable); hold the lock."""
-        if not texts:
-            return {}
-        model, spec = self.encoders[index].model, self.specs[index]
-        forward = None if self._graphs is None else encoder_forward(
-            self._graphs, index, model, spec, eos_token_id=self.encoders[index].tokenizer.eos_token_id,
-            clip_skip=settings.clip_skip)
-        return encode_texts(
-            self.encoders[index].model, self.encoders[index].tokenizer, self.specs[index], list(dict.fromkeys(texts)),
-            settings, chunk=lambda text: self._chunk(index, text, settings), truncated=truncated,
-            cache=None if self.trainable else self._cache, cache_key=(index,), forward=forward,
-        )  # fmt: skip
+        return clip_texts(self, index, texts, settings, truncated)
 
     # -- tokens -------------------------------------------------------------------------------------
 
@@ -396,7 +378,8 @@ class TextConditioner:
             A ``Conditioning``; ``pipe(**result.pipeline_kwargs())`` runs the pipeline on it. Prompts
             and negative prompts are padded to the batch's largest number of chunks (over every
             encoder) with each encoder's encoding of the empty chunk (BOS, then EOS/padding), so the
-            shapes always fit the pipeline. SDXL's pooled output comes from the first chunk.
+            shapes always fit the pipeline. SDXL's pooled output comes from the first chunk. SD3 / Flux:
+            as their ``encode_prompt`` (see ``sdclip.conditioning.mmdit``), T5 weighted as ``conditioning.t5`` says.
 
         Raises:
             PromptTypeError: a prompt item is not a string.

@@ -78,17 +78,29 @@ def encode_mmdit(
     truncated: list[tuple[str, str]] = []
     t5_truncated: list[tuple[str, str]] = []
     sides = [(prompts, settings)] + ([(negatives, negative_settings)] if negatives is not None else [])
-    encoded_clip: list[list[dict]] = []
-    encoded_t5: list[dict | None] = []
+    same = len(sides) == 1 or negative_settings == settings  # then each encoder runs once over both sides
+    t5_key = ("t5", settings.syntax, settings.weighting, max_sequence_length)
+
+    def t5_side(texts: list[str]) -> dict | None:
+        if cond.t5 is None:
+            return None
+        return encode_t5_texts(
+            cond.t5.model, cond.t5.tokenizer, texts, syntax=settings.syntax, weighting=settings.weighting,
+            max_length=max_sequence_length, device=cond.device, truncated=t5_truncated,
+            cache=None if cond.trainable else cond._cache, cache_key=t5_key,
+        )  # fmt: skip
+
     with cond._lock, cond._grad_context():
-        for texts, side_settings in sides:
-            encoded_clip.append([cond._encode_texts(i, texts[i], side_settings, truncated) for i in range(n_clip)])
-            encoded_t5.append(None if cond.t5 is None else encode_t5_texts(
-                cond.t5.model, cond.t5.tokenizer, texts[n_clip], syntax=side_settings.syntax,
-                weighting=side_settings.weighting, max_length=max_sequence_length, device=cond.device,
-                truncated=t5_truncated, cache=None if cond.trainable else cond._cache,
-                cache_key=("t5", side_settings.syntax, side_settings.weighting, max_sequence_length),
-            ))  # fmt: skip
+        if same:
+            clip = [cond._encode_texts(i, [t for texts, _ in sides for t in texts[i]], settings, truncated)
+                    for i in range(n_clip)]  # fmt: skip
+            t5 = t5_side([t for texts, _ in sides for t in texts[n_clip]])
+            encoded_clip, encoded_t5 = [clip] * len(sides), [t5] * len(sides)
+        else:  # the negatives' settings differ only in clip_skip: T5 is shared
+            encoded_clip = [[cond._encode_texts(i, texts[i], side_settings, truncated) for i in range(n_clip)]
+                            for texts, side_settings in sides]  # fmt: skip
+            t5 = t5_side([t for texts, _ in sides for t in texts[n_clip]])
+            encoded_t5 = [t5] * len(sides)
     for text, dropped in dict.fromkeys(truncated):
         warn_truncated(text, dropped, limit=77, what="encoded", hint="pass truncate=False to keep it")
     for text, dropped in dict.fromkeys(t5_truncated):

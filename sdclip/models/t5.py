@@ -2,9 +2,10 @@
 
 T5-XXL holds 4.7B parameters, so its weights are read straight into the requested dtype: the safetensors
 header is parsed here and each tensor is read with a plain file read (no memory map, whose touched pages
-would count towards the process's resident memory), converted, and kept; the model is built on the meta
-device and takes the tensors as they are (``load_state_dict(assign=True)``). Peak resident memory is the
-weights in the target dtype plus the largest single tensor in the file's dtype.
+would count towards the process's resident memory) into its final buffer when the file already has the
+dtype, else into one reused scratch buffer that is converted; the model is built on the meta device and
+takes the tensors as they are (``load_state_dict(assign=True)``). Peak resident memory is the weights in
+the target dtype plus the largest single tensor in the file's dtype.
 
 Sources: a ``T5EncoderModel`` folder (``config.json`` + safetensors, sharded or not), a standalone file
 in transformers' key layout (ComfyUI's ``t5xxl_fp16.safetensors``), or the ``text_encoders.t5xxl.transformer.``
@@ -53,19 +54,22 @@ def read_safetensors_as(
             (length,) = struct.unpack("<Q", handle.read(8))
             header = json.loads(handle.read(length))
             start = 8 + length
+            wanted = sorted(((key, info) for key, info in header.items() if key != "__metadata__" and key.startswith(prefix)),
+                            key=lambda item: item[1]["data_offsets"][0])  # fmt: skip
+            stored = {key: getattr(torch, _DTYPES[info["dtype"]]) for key, info in wanted}
+            converting = [end - begin for key, info in wanted if stored[key] != dtype for begin, end in [info["data_offsets"]]]
+            scratch = torch.empty(max(converting, default=0), dtype=torch.uint8)  # one buffer for every conversion
             out = {}
-            for key, info in sorted(header.items(), key=lambda item: item[1].get("data_offsets", [0])[0]
-                                    if isinstance(item[1], dict) else 0):  # fmt: skip
-                if key == "__metadata__" or not key.startswith(prefix):
-                    continue
+            for key, info in wanted:
                 begin, end = info["data_offsets"]
+                same = stored[key] == dtype
+                raw = torch.empty(end - begin, dtype=torch.uint8) if same else scratch[: end - begin]
                 handle.seek(start + begin)
-                raw = bytearray(handle.read(end - begin))
-                stored = getattr(torch, _DTYPES[info["dtype"]])
-                tensor = torch.frombuffer(raw, dtype=stored) if raw else torch.empty(0, dtype=stored)
-                out[key[len(prefix):]] = tensor.reshape(info["shape"]).to(device=device, dtype=dtype)
-                del raw, tensor
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
+                if handle.readinto(memoryview(raw.numpy())) != end - begin:
+                    raise ValueError(f"tensor '{key}' is cut short")
+                tensor = raw.view(stored[key]).reshape(info["shape"])
+                out[key[len(prefix):]] = (tensor if same else tensor.to(dtype=dtype)).to(device)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, struct.error) as error:
         raise ModelSourceError(
             f"checkpoint '{path}': not a readable safetensors file of float tensors ({type(error).__name__}: {error})"
         ) from error

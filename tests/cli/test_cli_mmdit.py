@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from sdclip.cli import main
+
+pytestmark = pytest.mark.slow  # saved pipeline folders through the CLI: end to end
 
 
 def test_encode_sd3_writes_every_tensor_the_pipeline_takes(tmp_path, sd3_pipeline_folder, sd3_pipe):

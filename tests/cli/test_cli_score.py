@@ -202,7 +202,7 @@ def _pairs(tmp_path: Path, name: str, text: str) -> Path:
         (lambda t: ["--images", t, "--prompt", "x", "--bogus"], "sdclip: error: unrecognized arguments: --bogus"),
         (lambda t: ["--images", t, "--prompt", "x", "--batch-size", "0"],
          "argument --batch-size: expected an integer >= 1, got '0'"),
-        (lambda t: ["--images", t], "one of the arguments --prompt --pairs is required"),
+        (lambda t: ["--images", t], "one of the arguments --prompt --pairs --webdataset is required"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, make_args, message):

@@ -20,14 +20,17 @@ def sd3_no_t5():
     return tiny_sd3_pipeline(t5=False)
 
 
-@pytest.fixture(scope="module", params=["from_pipeline", "folder"])
+SOURCES = ["from_pipeline", pytest.param("folder", marks=pytest.mark.slow)]  # a saved folder: end to end
+
+
+@pytest.fixture(scope="module", params=SOURCES)
 def sd3(request, sd3_pipe, sd3_pipeline_folder):
     if request.param == "from_pipeline":
         return TextConditioner.from_pipeline(sd3_pipe)
     return TextConditioner.from_pretrained(sd3_pipeline_folder, device="cpu")
 
 
-@pytest.fixture(scope="module", params=["from_pipeline", "folder"])
+@pytest.fixture(scope="module", params=SOURCES)
 def flux(request, flux_pipe, flux_pipeline_folder):
     if request.param == "from_pipeline":
         return TextConditioner.from_pipeline(flux_pipe)
@@ -61,7 +64,7 @@ def test_sd3_equals_encode_prompt(sd3, sd3_pipe, args, kwargs):
     assert sorted(out.pipeline_kwargs()) == sorted(SD3_NAMES)
 
 
-@pytest.mark.parametrize("source", ["from_pipeline", "folder"])
+@pytest.mark.parametrize("source", SOURCES)
 def test_sd3_without_t5_gives_diffusers_zeros(sd3_no_t5, tmp_path, source):
     if source == "folder":
         sd3_no_t5.save_pretrained(tmp_path / "sd3-no-t5")

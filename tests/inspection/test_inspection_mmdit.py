@@ -9,7 +9,7 @@ from sdclip import PromptError, TextConditioner
 from sdclip.inspection import compare, embedding_report, similarity_matrix, tokens
 
 
-@pytest.mark.parametrize("source", ["folder", "conditioner"])
+@pytest.mark.parametrize("source", [pytest.param("folder", marks=pytest.mark.slow), "conditioner"])
 def test_tokens_lists_t5_tokens(source, sd3_pipe, sd3_pipeline_folder):
     src = sd3_pipeline_folder if source == "folder" else TextConditioner.from_pipeline(sd3_pipe)
     result = tokens("a (photo:1.3) of a cat", src, syntax="a1111")

@@ -10,6 +10,8 @@ from safetensors.torch import save_file
 from sdclip import ModelSourceError, PromptError, TextConditioner
 from sdclip.models.t5 import load_t5, read_safetensors_as
 
+pytestmark = pytest.mark.slow  # files of every layout, written and read back: end to end
+
 
 def t5_tensors(model) -> dict[str, torch.Tensor]:
     """A T5EncoderModel's tensors as files keep them: one copy of the tied embedding."""

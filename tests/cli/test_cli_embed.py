@@ -1,0 +1,69 @@
+"""``sdclip embed`` and ``sdclip score --embeddings``: stored rows score as the vision tower does (float16
+tolerance), one-line refusals, and a 2-process run equal to a single-process one."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sdclip.cli import main
+from sdclip.scoring.embeddings import load_embeddings
+
+from test_cli_score_sharded import env, pairs_file  # tests/cli is on sys.path (no __init__.py)
+
+
+def scores(path):
+    return {(row["image"], row["prompt"]): float(row["score"]) for row in csv.DictReader(path.open())}
+
+
+def test_embed_then_score_matches_scoring_directly(tiny_clip_folder, tmp_path, capsys):
+    pairs = pairs_file(tmp_path / "data", 6)
+    model = ["--model", str(tiny_clip_folder), "--device", "cpu"]
+    assert main(["embed", "--pairs", str(pairs), "--out", str(tmp_path / "emb"), *model, "--shard-size", "4"]) == 0
+    stored = load_embeddings(tmp_path / "emb")
+    assert len(stored) == 6 and stored.manifest["shards"] == 2 and stored.text is not None
+    assert main(["score", "--pairs", str(pairs), "--out", str(tmp_path / "direct.csv"), *model]) == 0
+    assert main(["score", "--embeddings", str(tmp_path / "emb"), "--pairs", str(pairs), "--out",
+                 str(tmp_path / "stored.csv"), *model]) == 0
+    direct, stored_scores = scores(tmp_path / "direct.csv"), scores(tmp_path / "stored.csv")
+    assert direct.keys() == stored_scores.keys()
+    assert max(abs(direct[k] - stored_scores[k]) for k in direct) < 0.1  # float16 rows: ~1e-3 of the cosine
+    # the text rows are the prompts' features: their dot with the image rows is the same score
+    again = 100 * np.einsum("nd,nd->n", stored.image.astype(np.float32), stored.text.astype(np.float32))
+    assert np.allclose(again, [direct[(i, p)] for i, p in zip(stored.images, stored.prompts)], atol=0.1)
+    capsys.readouterr()
+    assert main(["embed", "--pairs", str(pairs), "--out", str(tmp_path / "emb"), *model]) == 2
+    assert f"--out '{tmp_path / 'emb'}': holds finished embeddings (sdclip-embeddings.json); pass --overwrite" \
+        in capsys.readouterr().err
+
+
+def test_score_embeddings_refuses_another_models_width(tiny_clip_folder, tmp_path, capsys):
+    from sdclip.scoring.embed_parts import embed_in_parts
+    from sdclip.scoring.shards import Processes
+
+    items = [("a.png", None)]
+    embed_in_parts(tmp_path / "emb", items, item_key=tuple, dim=8, processes=Processes(), manifest={"model": "other"},
+                   batches=lambda todo: [(todo, np.ones((1, 8)), None, [""])])
+    assert main(["score", "--embeddings", str(tmp_path / "emb"), "--prompt", "a", "--model", str(tiny_clip_folder),
+                 "--device", "cpu"]) == 2
+    assert (f"--embeddings '{tmp_path / 'emb'}': rows are 8 wide but --model '{tiny_clip_folder}' gives 96; expected "
+            "the model that embedded them (other)") in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.slow
+def test_two_process_embed_equals_one_process(tiny_clip_folder, tmp_path):
+    pairs = pairs_file(tmp_path / "data", 7)
+    model = ["--model", str(tiny_clip_folder), "--batch-size", "2"]
+    assert main(["embed", "--pairs", str(pairs), "--out", str(tmp_path / "one"), *model, "--device", "cpu"]) == 0
+    done = subprocess.run([sys.executable, "-m", "sdclip", "embed", "--pairs", str(pairs), "--out",
+                           str(tmp_path / "two"), *model, "--processes", "2"],
+                          env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = load_embeddings(tmp_path / "one"), load_embeddings(tmp_path / "two")
+    assert one.metadata.equals(two.metadata)
+    np.testing.assert_allclose(two.image.astype(np.float32), one.image.astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(two.text.astype(np.float32), one.text.astype(np.float32), atol=2e-3)
