@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TIMEOUT_PER_CELL = 300
 
-def test_the_three_notebooks_are_there():
-    assert [path.name for path in NOTEBOOKS] == ["01_conditioning.ipynb", "02_inspection.ipynb", "03_scoring.ipynb"]
+def test_the_four_notebooks_are_there():
+    assert [path.name for path in NOTEBOOKS] == ["01_conditioning.ipynb", "02_inspection.ipynb", "03_scoring.ipynb",
+                                                 "04_training.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -75,6 +76,7 @@ def test_01_conditioning_runs(tmp_path):
 def test_02_inspection_runs(tmp_path):
     text, pngs = outputs(run_notebook("02_inspection.ipynb", tmp_path))
     assert "tiny RANDOM" in text and "pooled cosine" in text
+    assert "MODEL for this comparison: sdclip:shapes" in text  # prompt similarities on the trained demo model
     assert "nearest to <my-style> -> [('watercolor</w>'" in text or "nearest to <my-style> -> [('painting</w>'" in text
     assert pngs == 3  # per-token bars, token heatmap, prompt heatmap
 
@@ -82,6 +84,16 @@ def test_02_inspection_runs(tmp_path):
 @pytest.mark.slow
 def test_03_scoring_runs(tmp_path):
     text, pngs = outputs(run_notebook("03_scoring.ipynb", tmp_path))
-    assert "tiny RANDOM" in text and "best of 4" in text and "CLIP score of the batch" in text
+    assert "sdclip:shapes, the small trained demo model" in text and "CLIP score of the batch" in text
+    # the trained demo model picks the image that fits each prompt (by its colour) out of four
+    assert "best of 4 for 'a red circle': image 1 " in text and "best of 4 for 'a blue star': image 3 " in text
     assert "score_histogram.png" in text
     assert pngs >= 3
+
+
+@pytest.mark.slow
+def test_04_training_runs(tmp_path):
+    text, pngs = outputs(run_notebook("04_training.ipynb", tmp_path))
+    assert "fine-tuning steps: 10" in text and "10 steps, 320 pairs seen" in text
+    assert "accuracy before" in text and "-> after" in text
+    assert pngs >= 2  # the examples and the training curves

@@ -1,6 +1,7 @@
 """Where weights come from and how they load.
 
-- ``sources``: one resolver for hub ids, CLIP folders, pipeline folders and single files (and the hub probe);
+- ``sources``: one resolver for hub ids, CLIP folders, pipeline folders, single files and the models that ship
+  in the package (``sdclip:shapes``, whose files are in ``_demo/shapes/``), and the hub probe;
 - ``checkpoint``: reading weights (key layouts, lazy safetensors, the pickle policy, ``check_finite``);
 - ``families``: SD 1.x, SD 2.x, SDXL (and, refused for now, SD3 / Flux) as data;
 - ``options``: ``LoadOptions``, the one set of load options; ``devices``: device and dtype names;

@@ -18,6 +18,9 @@ from .checkpoint import PICKLE_SUFFIXES, read_json
 from ..errors import ModelSourceError, WeightsNotAvailableError
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
+DEMO_MODEL = "sdclip:shapes"
+# models that ship inside the package: name -> folder (a CLIP folder; the shipped tokenizer is used)
+PACKAGED_MODELS = {DEMO_MODEL: Path(__file__).resolve().parent / "_demo" / "shapes"}
 SourceKind = Literal["clip_folder", "pipeline", "single_file"]
 
 _HUB_ID = r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$"
@@ -176,7 +179,8 @@ def resolve_source(source: str | os.PathLike, *, local_files_only: bool | None =
     """Find out what kind of model source ``source`` is.
 
     Args:
-        source: a local folder or file, or a hub id such as ``openai/clip-vit-large-patch14``.
+        source: a local folder or file, a hub id such as ``openai/clip-vit-large-patch14``, or a model
+            that ships with sdclip (``sdclip:shapes``, the small trained demo model).
         local_files_only: never touch the network (default: the ``HF_HUB_OFFLINE`` variable).
 
     Raises:
@@ -190,6 +194,8 @@ def resolve_source(source: str | os.PathLike, *, local_files_only: bool | None =
         sdclip.errors.WeightsNotAvailableError: model 'no/such-model': weights are not in the local ...
     """
     name = os.fspath(source)
+    if name.startswith("sdclip:"):
+        return packaged_model(name)
     path = Path(name).expanduser()
     if path.is_dir():
         return ResolvedSource(_classify_folder(path, name), path, name)
@@ -206,6 +212,25 @@ def resolve_source(source: str | os.PathLike, *, local_files_only: bool | None =
         raise ModelSourceError(f"model '{name}': no such file or folder (and not a hub id of the form 'owner/name')")
     folder = download_from_hub(name, local_files_only=local_files_only)
     return ResolvedSource(_classify_folder(folder, name), folder, name)
+
+
+def packaged_model(name: str) -> ResolvedSource:
+    """The folder of a model that ships inside sdclip (``sdclip:shapes``), checked to be complete.
+
+    Example:
+        >>> packaged_model("sdclip:shapes").path.name
+        'shapes'
+    """
+    folder = PACKAGED_MODELS.get(name)
+    if folder is None:
+        raise ModelSourceError(f"model '{name}': no such packaged model; expected one of {', '.join(PACKAGED_MODELS)}")
+    missing = [file for file in ("config.json", "model.safetensors") if not (folder / file).is_file()]
+    if missing:
+        raise ModelSourceError(
+            f"model '{name}': {', '.join(missing)} missing from {folder} (an install without package data?); "
+            "reinstall sdclip, or rebuild the model with `python scripts/train_demo_model.py`"
+        )
+    return ResolvedSource("clip_folder", folder, name)
 
 
 # -- pipeline folders ---------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""Train the demo model that ships as ``sdclip:shapes``, bit for bit, with ``sdclip.training``.
+
+    python scripts/train_demo_model.py                 # writes sdclip/models/_demo/shapes/
+    python scripts/train_demo_model.py --check         # retrain in a temporary folder, compare with the shipped file
+
+A small ``CLIPModel`` (the real CLIP tokenizer and 49,408-token vocabulary, tiny towers) is trained from
+scratch with ``sdclip.training.train`` on captioned shapes from ``sdclip.datasets.shapes`` (seed 0). Then
+the embedding rows of tokens that no caption of the generator can contain are zeroed, so the file
+compresses to little, and the weights are stored as float16. Everything is seeded and runs on the CPU
+with two threads and deterministic algorithms, so the same versions of torch and transformers on the
+same kind of machine write the same bytes (the script prints the file's SHA-256). The shipped file was
+written with the trainer as of training@7cce53f; the trainer's later switch to fused AdamW changes the
+last bits, so retrain (and commit) to pin it again (see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SEED = 0
+TRAIN_PAIRS = 12_000
+VAL_PAIRS = 256
+VAL_SEED = 1  # the quality test uses yet another seed (tests/models/test_demo_model.py)
+IMAGE_SIZE = 48
+THREADS = 2
+TEXT = {
+    "vocab_size": 49408, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 64,
+    "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1,
+}  # fmt: skip
+VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+          "patch_size": 8, "image_size": IMAGE_SIZE, "hidden_act": "quick_gelu", "projection_dim": 64}  # fmt: skip
+TRAINING = {"batch_size": 128, "max_steps": 300, "lr": 2e-3, "warmup_steps": 30, "weight_decay": 0.1,
+            "eval_every": 100, "seed": SEED, "image_size": IMAGE_SIZE, "label_template": "a {}"}  # fmt: skip
+# then a second run from the first one's (compacted) weights on fresh pairs, with its own schedule (0 steps: none)
+CONTINUE = {"max_steps": 0, "lr": 1e-3, "warmup_steps": 0, "data_seed": 2}
+SHIPPED = ROOT / "sdclip" / "models" / "_demo" / "shapes"
+MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+
+def pairs(count: int, seed: int) -> list:
+    from sdclip.datasets.shapes import generate_shapes
+
+    return [(sample.image, sample.caption) for sample in generate_shapes(count, seed=seed, image_size=IMAGE_SIZE)]
+
+
+def used_token_ids() -> set[int]:
+    """Every token id a caption or class prompt of the generator can contain (all attribute values)."""
+    from sdclip.datasets.shapes import COLORS, POSITIONS, SHAPES, SIZES, STYLES, TEMPLATES
+    from sdclip.models.tokenizer import load_tokenizer
+
+    words = set(" ".join(TEMPLATES).replace("{", " ").replace("}", " ").split())
+    words |= set(COLORS) | set(SHAPES) | set(SIZES) | set(POSITIONS) | set(STYLES) | {"on", "the", "in"}
+    tokenizer = load_tokenizer()
+    ids = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+    for word in words:
+        ids.update(tokenizer(word, add_special_tokens=False).input_ids)
+    return ids
+
+
+def compact(folder: Path) -> None:
+    """Zero the embedding rows of tokens the data never uses and store the weights as float16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    embedding = tensors["text_model.embeddings.token_embedding.weight"]
+    keep = torch.zeros(embedding.shape[0], dtype=torch.bool)
+    keep[sorted(used_token_ids())] = True
+    embedding[~keep] = 0
+    save_file({name: t.half().contiguous() for name, t in sorted(tensors.items())}, path, metadata={"format": "pt"})
+
+
+def train_model(work: Path) -> dict:
+    import torch
+
+    from sdclip.datasets.shapes import DEFAULT_COLORS, DEFAULT_SHAPES
+    from sdclip.training import train
+
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    labels = tuple(f"{color} {shape}" for color in DEFAULT_COLORS for shape in DEFAULT_SHAPES)
+    wall, cpu = time.perf_counter(), time.process_time()
+    val = pairs(VAL_PAIRS, VAL_SEED)
+    first = work / "from_scratch" if CONTINUE["max_steps"] else work
+    result = train(pairs(TRAIN_PAIRS, SEED), val_data=val, labels=labels,
+                   model={"text_config": TEXT, "vision_config": VISION, "projection_dim": TEXT["projection_dim"]},
+                   out=first, overwrite=True, **TRAINING)  # fmt: skip
+    compact(first)
+    steps, samples = result.steps, result.samples
+    if CONTINUE["max_steps"]:
+        options = {**TRAINING, **{k: v for k, v in CONTINUE.items() if k != "data_seed"}}
+        del options["image_size"]  # the model's own
+        result = train(pairs(TRAIN_PAIRS, CONTINUE["data_seed"]), val_data=val, labels=labels, model=first,
+                       out=work, overwrite=True, **options)  # fmt: skip
+        compact(work)
+        steps, samples = steps + result.steps, samples + result.samples
+    return {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(time.process_time() - cpu, 1),
+            "steps": steps, "samples": samples, "val_metrics": result.metrics}  # fmt: skip
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=SHIPPED, help="where the model files go (default: the package)")
+    parser.add_argument("--check", action="store_true", help="train in a temporary folder and compare with --out")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the run here (train_log.csv, train_curves.png); default: a temporary folder")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sdclip-demo-") as tmp:
+        work = args.work or Path(tmp) / "run"
+        summary = train_model(work)
+        digest = sha256(work / "model.safetensors")
+        print(json.dumps({**summary, "sha256": digest}, indent=2))
+        if args.check:
+            shipped = sha256(args.out / "model.safetensors")
+            print("identical to the shipped model" if shipped == digest else f"DIFFERENT from {args.out} ({shipped})")
+            return 0 if shipped == digest else 1
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in MODEL_FILES:
+            shutil.copyfile(work / name, args.out / name)
+        print(f"wrote {', '.join(MODEL_FILES)} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
