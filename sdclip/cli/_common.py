@@ -26,6 +26,26 @@ if TYPE_CHECKING:
     from ..models.options import LoadOptions
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for whole numbers >= ``minimum``; anything else is argparse's usage error (exit 2).
+
+    Example:
+        >>> whole_number(1)("8")
+        8
+    """
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value!r}")
+        return number
+
+    return parse
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
     """``--model``, ``--device``, ``--dtype``, ``--allow-pickle``, ``--offline``."""
     parser.add_argument("--model", default=default, metavar="SRC",

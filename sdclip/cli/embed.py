@@ -17,18 +17,11 @@ import sys
 from ..errors import SdclipError
 from ..models.sources import DEFAULT_MODEL
 from ..scoring.embeddings import MANIFEST
-from ._common import OutputLock, add_model_options, output_folder, shown, stderr, stdout
+from ._common import OutputLock, add_model_options, output_folder, shown, stderr, stdout, whole_number
 from ._parts import add_processes_option, relaunch
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
-    return number
+_positive_int = whole_number(1)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

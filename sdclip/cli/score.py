@@ -36,19 +36,12 @@ from ..scoring.score_files import COLUMNS, ENCODING, SUFFIXES, ScoreRow, read_re
 from ._rows import row_batches
 from ._parts import add_processes_option, processes_for, relaunch, run_sharded
 from ._common import (OutputLock, add_model_options, atomic_write, output_path, prompt_text, same_file, shown,
-                      stderr, stdout, write_failed)
+                      stderr, stdout, whole_number, write_failed)
 from ._score_metrics import (MetricPlan, add_metric_options, batch_rows, load_multi, metric_plan,
                              print_metric_summary, resumed_row, write_report_option)
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
-    return number
+_positive_int = whole_number(1)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
-    return number
+from ._common import whole_number
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return number
+_positive_int = whole_number(1)
+
+
+_count = whole_number(0)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PromptError
 from ..prompts.chunking import ChunkedPrompt, chunk_items, empty_chunk
 from ..prompts.parsed import Blend, CombinedPrompt, ParsedPrompt, Run
+from .cached import split_cached
 from .weighting import apply_weights
 
 if TYPE_CHECKING:
@@ -201,14 +202,7 @@ def encode_combined_texts(
     if settings.weighting != "comfy":
         raise PromptError(f"weighting: syntax {settings.syntax!r} uses compel's own weighting; pass weighting=None, "
                           f"got {settings.weighting!r}")
-    results: dict[str | None, tuple] = {}
-    todo = []
-    for text in [*dict.fromkeys(texts), None]:
-        cached = cache.get((*cache_key, text, settings)) if cache is not None else None
-        if cached is not None:
-            results[text] = cached
-        else:
-            todo.append(text)
+    results, todo = split_cached(cache, [*texts, None], key=lambda text: (*cache_key, text, settings))
     if not todo:
         return results
     encoder = _Encoder(model, tokenizer, spec, settings)

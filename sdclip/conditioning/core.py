@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ModelSourceError, PromptError
 from ..prompts.chunking import ChunkedPrompt, empty_chunk
 from ..prompts.syntaxes import get_syntax
+from .cached import split_cached
 from .weighting import apply_weights
 
 if TYPE_CHECKING:
@@ -230,14 +231,9 @@ def encode_texts(
 
         return encode_combined_texts(model, tokenizer, spec, texts, settings, structure=structure,
                                      truncated=truncated, cache=cache, cache_key=cache_key)
-    results, todo = {}, []
     needs_empty = not settings.truncate or settings.weighting == "comfy"
-    for text in [*texts, None] if needs_empty else texts:
-        cached = cache.get((*cache_key, text, settings)) if cache is not None else None
-        if cached is not None:
-            results[text] = cached
-        else:
-            todo.append(text)
+    results, todo = split_cached(cache, [*texts, None] if needs_empty else texts,
+                                 key=lambda text: (*cache_key, text, settings))
     if not todo:
         return results
     empty = empty_chunk(tokenizer)

@@ -25,6 +25,7 @@ from ..errors import PromptError
 from ..prompts.parsed import Run
 from ..prompts.syntaxes import get_syntax
 from ..prompts.tokens import PromptToken
+from .cached import split_cached
 from .weighting import apply_weights
 
 if TYPE_CHECKING:
@@ -150,13 +151,7 @@ def encode_t5_texts(
     import torch
 
     mode = T5_WEIGHTING.get(weighting, weighting)
-    results, todo = {}, []
-    for text in dict.fromkeys(texts):
-        cached = cache.get((*cache_key, text)) if cache is not None else None
-        if cached is not None:
-            results[text] = cached
-        else:
-            todo.append(text)
+    results, todo = split_cached(cache, texts, key=lambda text: (*cache_key, text))
     if not todo:
         return results
     tokens = [t5_tokens(text, tokenizer, syntax=syntax, max_length=max_length) for text in todo]
