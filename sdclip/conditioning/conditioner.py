@@ -324,6 +324,23 @@ class TextConditioner:
         with self._lock:
             return prompt_tokens(self._chunk(0, prompt, settings), self.tokenizer)
 
+    def parse_schedule(self, prompt: str, *, steps: int, syntax: str = "a1111",
+                       truncate: bool = True) -> list[tuple[range, str, list[PromptToken]]]:
+        """``parse`` per text of A1111's prompt editing / alternation: ``(denoising steps, text, tokens)`` for
+        each schedule entry over ``steps`` steps (counted from 0, as ``callback_on_step_end`` does).
+
+        Example:
+            >>> [(list(r), text) for r, text, _ in cond.parse_schedule("a [cat:dog:1]", steps=3)]
+            [([0, 1], 'a cat'), ([2], 'a dog')]
+        """
+        from ..prompts.schedules import ScheduleEntry, step_ranges
+        from ..prompts.syntaxes import get_syntax
+
+        schedule = get_syntax(syntax).schedule
+        entries = schedule(prompt, steps) if schedule else (ScheduleEntry(steps, prompt),)
+        return [(r, e.text, self.parse(e.text, syntax=syntax, truncate=truncate))
+                for e, r in zip(entries, step_ranges(entries, steps), strict=True) if r]
+
     def encode(
         self,
         prompt: str | Sequence[str],

@@ -178,3 +178,23 @@ def test_callback_refuses_a_pipeline_batch_that_does_not_fit(sd_cond):
 def test_steps_must_be_a_positive_integer(sd_cond, steps):
     with pytest.raises(PromptError, match=r"^steps: expected an integer >= 1 \(the pipeline's num_inference_steps\)"):
         encode_schedule(sd_cond, PROMPT, steps=steps)
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    (PROMPT, [prompt for prompt, _ in EXPECTED]),
+    (SECOND, SECOND_EXPECTED),
+    ("a plain (cat:1.2)", ["a plain (cat:1.2)"] * STEPS),
+])  # fmt: skip
+def test_parse_schedule_shows_each_steps_text_and_its_tokens(sd_cond, prompt, expected):
+    entries = sd_cond.parse_schedule(prompt, steps=STEPS, syntax="a1111")
+    per_step = {step: text for steps, text, _ in entries for step in steps}
+    assert [per_step[i] for i in range(STEPS)] == expected
+    for _, text, tokens in entries:
+        reference = sd_cond.parse(text, syntax="a1111")
+        assert [(t.text, t.weight) for t in tokens] == [(t.text, t.weight) for t in reference]
+
+
+def test_parse_schedule_of_a_syntax_without_schedules_is_one_entry(sd_cond):
+    [(steps, text, tokens)] = sd_cond.parse_schedule("a [cat:dog:2]", steps=STEPS, syntax="plain")
+    assert (list(steps), text) == (list(range(STEPS)), "a [cat:dog:2]")
+    assert [t.text for t in tokens] == [t.text for t in sd_cond.parse("a [cat:dog:2]")]
