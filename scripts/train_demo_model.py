@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SEED = 0
-TRAIN_PAIRS = 12_000
+TRAIN_PAIRS = 60_000
 VAL_PAIRS = 256
 VAL_SEED = 1  # the quality test uses yet another seed (tests/models/test_demo_model.py)
 IMAGE_SIZE = 48
@@ -38,10 +38,10 @@ TEXT = {
     "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 64,
     "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1,
 }  # fmt: skip
-VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
-          "patch_size": 8, "image_size": IMAGE_SIZE, "hidden_act": "quick_gelu", "projection_dim": 64}  # fmt: skip
-TRAINING = {"batch_size": 128, "max_steps": 300, "lr": 2e-3, "warmup_steps": 30, "weight_decay": 0.1,
-            "eval_every": 100, "seed": SEED, "image_size": IMAGE_SIZE, "label_template": "a {}"}  # fmt: skip
+VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 2,
+          "patch_size": 6, "image_size": IMAGE_SIZE, "hidden_act": "quick_gelu", "projection_dim": 64}  # fmt: skip
+TRAINING = {"batch_size": 128, "max_steps": 1600, "lr": 2e-3, "warmup_steps": 100, "weight_decay": 0.1,
+            "eval_every": 400, "seed": SEED, "image_size": IMAGE_SIZE, "label_template": "a {}"}  # fmt: skip
 # then a second run from the first one's (compacted) weights on fresh pairs, with its own schedule (0 steps: none)
 CONTINUE = {"max_steps": 0, "lr": 1e-3, "warmup_steps": 0, "data_seed": 2}
 SHIPPED = ROOT / "sdclip" / "models" / "_demo" / "shapes"
