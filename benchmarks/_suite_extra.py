@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import signal
@@ -35,15 +34,46 @@ RESULT_PREFIX = "CHILD_RESULT "
 # -- 5. training --------------------------------------------------------------------------------
 
 
+def _training_case(suite, size: str, batch_size: int, bf16: bool) -> dict:
+    """samples/s of one sdclip.training optimizer step and of the transformers-docs loop, same model and batch."""
+    import train as train_bench  # benchmarks/train.py: the step objects both share
+
+    device = suite.plan.device
+    step, batch, initial, _ = train_bench.sdclip_step(size, batch_size, mixed_precision="bf16" if bf16 else "no")
+    plain = train_bench.plain_step(size, batch, initial, device, bf16)
+    for fn in (step, plain):  # warm-up: allocator, kernels, optimizer state
+        for _ in range(1 if suite.plan.dry_run else 3):
+            fn()
+    synchronize(device)
+    repeats = 1 if suite.plan.dry_run else 10
+    timings = {}
+    for name, fn in (("sdclip", step), ("plain", plain)):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        synchronize(device)
+        timings[name] = batch_size * repeats / (time.perf_counter() - start)
+    ratio = timings["sdclip"] / timings["plain"]
+    suite.ratio(f"train_step_{size}_{'bf16' if bf16 else 'fp32'}", ratio)
+    return {"size": size, "batch_size": batch_size, "bf16": bf16, "sdclip_samples_per_s": round(timings["sdclip"], 2),
+            "plain_loop_samples_per_s": round(timings["plain"], 2), "sdclip_vs_plain": round(ratio, 3),
+            "summary": f"{size} bf16={bf16} batch {batch_size}: sdclip {timings['sdclip']:.1f} samples/s, "
+                       f"plain loop {timings['plain']:.1f} ({ratio:.2f}x)"}  # fmt: skip
+
+
 def run_training(suite) -> None:
+    """Training throughput: ViT-B/16- and L/14-sized CLIP in bf16 on the GPU (a small model, fp32, in the dry run)."""
     cuda = suite.plan.device.startswith("cuda")
     gpus = torch.cuda.device_count() if cuda else 0
-    present = importlib.util.find_spec("sdclip.training") is not None
-    reason = "not available: no training module" if not present else "the suite has no training case yet"
-    suite.case("training", "samples-per-s", lambda: {"status": "skipped", "reason": reason, "gpus": gpus})
+    sizes = (("small", 4),) if suite.plan.dry_run else (("b16", 128), ("l14", 64))
+    for size, batch_size in sizes:
+        suite.case("training", f"samples-per-s-{size}",
+                   lambda size=size, batch_size=batch_size: _training_case(suite, size, batch_size, cuda),
+                   needs_s=0 if suite.plan.dry_run else 60)  # fmt: skip
     suite.case("training", "1-vs-n-processes", lambda: {
         "status": "skipped", "gpus": gpus,
-        "reason": f"{gpus} GPU{'s' if gpus != 1 else ''} here; " + ("one process only" if gpus < 2 else reason)})
+        "reason": f"{gpus} GPU{'s' if gpus != 1 else ''} here; " + ("one process only" if gpus < 2 else
+                  "run benchmarks/train.py under accelerate launch --multi_gpu for the scaling")})
 
 
 # -- profiles -----------------------------------------------------------------------------------

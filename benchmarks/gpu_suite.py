@@ -10,7 +10,8 @@ Real architectures with random weights (clip-vit-large-patch14, OpenCLIP bigG), 
 3. scoring from files: 1,000 generated 512x512 JPEGs and PNGs through ``ClipScorer`` and the
    ``sdclip score`` command, as images/s and as a share of (2), with the CPU decoders' capacity;
 4. the peers in the same run: torchmetrics' CLIPScore per pair and the CLIPProcessor + CLIPModel loop;
-5. training (not available yet) and multi-GPU; then short ``torch.profiler`` tables and, in child
+5. training: samples/s of ``sdclip.training``'s step vs the transformers-docs loop, ViT-B/16- and
+   L/14-sized in bf16 (``benchmarks/train.py``'s objects); multi-GPU; then short ``torch.profiler`` tables and, in child
    processes with a bounded time each, ``torch.compile`` variants (vision tower; reduce-overhead text).
 
 Every case is timed apart and may fail alone (its error is recorded, the suite goes on). The JSON
