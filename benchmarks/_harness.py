@@ -125,3 +125,27 @@ def peak_memory(device: str):
         done.set()
         thread.join()
         result["peak_mib"] = max(0, max(peak[0], _rss_bytes()) - base) / 2**20
+
+
+def encoder_benchmark_args(doc: str):  # noqa: ANN201
+    """The options of the two-encoder conditioning benchmarks (SDXL, SD3), parsed; ``args.torch_dtype`` added."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--quick", action="store_true", help="one timed run, 16 requests (minutes on a CPU)")
+    parser.add_argument("--tiny", action="store_true", help="tiny test encoders instead of the real shapes (smoke run)")
+    args = parser.parse_args()
+    args.torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    return args
+
+
+POOLED_NAMES = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+
+
+def worst_difference(ours, theirs) -> float:  # noqa: ANN001
+    """Largest |sdclip - diffusers| over the four tensors ``encode_prompt`` returns (SDXL / SD3 order)."""
+    return max((getattr(ours, name) - tensor).abs().max().item() for name, tensor in zip(POOLED_NAMES, theirs, strict=True))

@@ -20,7 +20,6 @@ Ends with one ``RATIO <workload> <value>`` line per comparison (sdclip speed / d
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
@@ -28,7 +27,8 @@ import warnings
 
 import torch
 
-from _harness import NEGATIVE, _rss_bytes, compare_batch, machine_name, make_prompt, realistic_requests, synchronize
+from _harness import (NEGATIVE, _rss_bytes, compare_batch, encoder_benchmark_args, machine_name, make_prompt,
+                      realistic_requests, synchronize, worst_difference)
 
 
 def build(device: str, dtype: torch.dtype, *, tiny: bool):
@@ -62,13 +62,8 @@ def build(device: str, dtype: torch.dtype, *, tiny: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    parser.add_argument("--quick", action="store_true", help="one timed run, 16 requests (minutes on a CPU)")
-    parser.add_argument("--tiny", action="store_true", help="tiny test encoders instead of the real shapes (smoke run)")
-    args = parser.parse_args()
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    args = encoder_benchmark_args(__doc__)
+    dtype = args.torch_dtype
     device = args.device
     warnings.filterwarnings("ignore")
     repeats = 1 if args.quick else 3
@@ -85,9 +80,7 @@ def main() -> None:
 
     # the two agree before they are timed
     ours, theirs = conditioner(0).encode(["a cat"], NEGATIVE), diffusers_call(["a cat"], NEGATIVE)
-    names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
-    worst = max((getattr(ours, name) - tensor).abs().max().item() for name, tensor in zip(names, theirs, strict=True))
-    print(f"max abs difference sdclip vs diffusers on 'a cat': {worst:.2e}")
+    print(f"max abs difference sdclip vs diffusers on 'a cat': {worst_difference(ours, theirs):.2e}")
 
     def timed(run) -> float:
         start = time.perf_counter()
