@@ -219,19 +219,24 @@ class _Reader:
         raise PromptError(f"prompt {self.s[:60]!r}: .swap() is cross-attention control, not conditioning; "
                           "sdclip does not support it (use compel for it, or A1111 prompt editing [a:b:when])")
 
+    def first(self, i: int, alternatives: tuple) -> tuple[object, int]:
+        """pyparsing's ordered choice: the first of ``alternatives`` that parses at ``i``, else ``_Fail``."""
+        for alternative in alternatives:
+            try:
+                return alternative(i)
+            except _Fail:
+                pass
+        raise _Fail
+
     def sequence(self, i: int) -> tuple[list, int]:
         """compel's fragment sequence inside parentheses and quotes: groups, words, ``,`` and ``.``."""
         nodes: list = []
         while True:
             self.unsupported(i)
-            for alternative in (self.attention, self.paren, self.quoted):
-                try:
-                    node, i = alternative(i)
-                    nodes.append(node)
-                    break
-                except _Fail:
-                    pass
-            else:
+            try:
+                node, i = self.first(i, (self.attention, self.paren, self.quoted))
+                nodes.append(node)
+            except _Fail:
                 j = self.skip(i)
                 try:
                     node, i = self.word(j)
@@ -251,13 +256,11 @@ class _Reader:
                 i += 1
                 continue
             self.unsupported(i)
-            for alternative in (self.attention, self.quoted, self.paren, self.free_word):
-                try:
-                    node, i = alternative(i)
-                    nodes.append(node)
-                    break
-                except _Fail:
-                    pass
+            try:
+                node, i = self.first(i, (self.attention, self.quoted, self.paren, self.free_word))
+                nodes.append(node)
+            except _Fail:
+                pass
         return nodes, i
 
     def combinator(self, i: int, names: tuple[str, ...]) -> tuple[str, list[list], list[str], int]:
