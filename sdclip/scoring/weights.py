@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SdclipError, WeightsNotAvailableError
 from ..models import checkpoint as ckpt
-from ..models.hub_files import download_hub_file, parse_hub_file
+from ..models.hub_files import HUB_SCHEME, download_hub_file, parse_hub_file
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +70,8 @@ def read_metric_weights(
         try:
             local = download_hub_file(hub, local_files_only=local_files_only)
         except SdclipError as error:
-            raise type(error)(f"metric '{metric}': {error}; the published weights are {published}") from error
+            tried = "" if str(source).startswith(HUB_SCHEME) else f"no local file '{source}', and as a hub file "
+            raise type(error)(f"metric '{metric}': {tried}{error}; the published weights are {published}") from error
     if local.suffix.lower() == ".safetensors":
         return ckpt.read_safetensors(local, ckpt.safetensors_keys(local))
     return ckpt.read_pickle(local, allow_pickle=allow_pickle)

@@ -31,7 +31,7 @@ def files(tmp_path_factory):
             for i, n, o in ((0, 96, 16), (2, 16, 1)) for kind in ("weight", "bias")}
     torch.save(head, folder / "head.pth")  # as LAION published it: a plain state dict
     hps = random_openclip_state_dict(seed=2)
-    save_file(hps, folder / "hps.safetensors")
+    save_file(hps, folder / "hps.safetensors")  # the local copy the hub pickle's scores must equal
     torch.save({"state_dict": hps, "epoch": 1}, folder / "HPS_v2.1_compressed.pt")
     return folder, head
 
@@ -120,3 +120,10 @@ def test_multi_scorer_passes_local_files_only_to_the_head(files, cache, tiny_cli
     multi = MultiScorer.from_pretrained(["clip", "aesthetic"], sources={"clip": tiny_clip_folder},
                                         local_files_only=True, device="cpu")
     assert multi.vision_passes == 1 and torch.equal(multi.scorers["aesthetic"].head[1][0], files[1]["layers.2.weight"])
+
+
+def test_a_missing_path_that_reads_as_a_hub_file_says_both_were_tried(cache, clip, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsNotAvailableError, match=r"^metric 'aesthetic': no local file 'out/heads/head\.pth', "
+                       r"and as a hub file 'hf://out/heads/head\.pth': not in the local Hugging Face cache, "):
+        load_scorer("aesthetic", "out/heads/head.pth", clip_model=clip)
