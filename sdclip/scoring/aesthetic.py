@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 # LAION publishes the head on GitHub; this hub mirror is the one hf_hub_download users (TRL, ComfyUI nodes) take
 DEFAULT_WEIGHTS = "hf://camenduru/improved-aesthetic-predictor/sac+logos+ava1-l14-linearMSE.pth"
-PUBLISHED = (f"{DEFAULT_WEIGHTS} (a mirror of "
-             "https://github.com/christophschuhmann/improved-aesthetic-predictor/blob/main/sac+logos+ava1-l14-linearMSE.pth)")
+PUBLISHED = (f"{DEFAULT_WEIGHTS} (a mirror of https://github.com/christophschuhmann/improved-aesthetic-predictor"
+             "/blob/main/sac+logos+ava1-l14-linearMSE.pth)")
 _KEY = re.compile(r"^layers\.(\d+)\.(weight|bias)$")
 
 

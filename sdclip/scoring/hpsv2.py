@@ -81,7 +81,8 @@ class HpsV2Scorer(ClipScorer):
                                       default=DEFAULT_WEIGHTS, local_files_only=local_files_only)
         load = LoadOptions(device, dtype, True, allow_pickle, False)
         torch_device = load.torch_device()
-        model = load_openclip_as_hf(tensors, name=str(DEFAULT_WEIGHTS if source is None else source), device=torch_device,
+        name = str(DEFAULT_WEIGHTS if source is None else source)
+        model = load_openclip_as_hf(tensors, name=name, device=torch_device,
                                     dtype=load.torch_dtype(torch_device), hidden_act=hidden_act)
         return cls(model, load_tokenizer(), **options)
 

@@ -51,9 +51,8 @@ def read_metric_weights(
     """
     source = default if path is None else path
     if source is None:
-        raise WeightsNotAvailableError(
-            f"metric '{metric}': no path given; the published weights are {published}: pass that, or a downloaded copy's path"
-        )
+        raise WeightsNotAvailableError(f"metric '{metric}': no path given; the published weights are {published}: "
+                                       "pass that, or a downloaded copy's path")
     try:
         hub = parse_hub_file(source)
     except SdclipError as error:

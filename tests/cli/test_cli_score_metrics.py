@@ -143,7 +143,8 @@ def test_weights_from_a_hub_file_in_the_cache(setup, tiny_clip_folder, tmp_path,
 
     folder, _, expected = setup
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    put_in_hub_cache(tmp_path / "hub", "someone/aesthetic-head", "l14/head.safetensors", folder / "aesthetic.safetensors")
+    put_in_hub_cache(tmp_path / "hub", "someone/aesthetic-head", "l14/head.safetensors",
+                     folder / "aesthetic.safetensors")
     out = tmp_path / "scores.csv"
     assert main(["score", "--images", str(folder / "imgs"), "--prompt", "a cat", "--model", str(tiny_clip_folder),
                  "--metric", "clip,aesthetic", "--weights", "aesthetic=hf://someone/aesthetic-head/l14/head.safetensors",

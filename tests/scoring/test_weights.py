@@ -83,7 +83,8 @@ def test_hpsv2_published_pickle_from_the_hub_cache(files, cache, images):
 
 
 def test_a_hub_pickle_is_refused_before_it_is_downloaded(cache, monkeypatch):
-    monkeypatch.setattr("sdclip.scoring.weights.download_hub_file", lambda *a, **k: pytest.fail("downloaded a refused pickle"))
+    monkeypatch.setattr("sdclip.scoring.weights.download_hub_file",
+                        lambda *a, **k: pytest.fail("downloaded a refused pickle"))
     with pytest.raises(PickleRefusedError, match=r"^checkpoint 'hf://xswu/HPSv2/HPS_v2\.1_compressed\.pt': pickle "
                        r"files \(\.ckpt, \.pt, \.pth, \.bin\) can run code when loaded; pass allow_pickle=True"):
         load_scorer("hpsv2", device="cpu")
