@@ -131,7 +131,9 @@ def download_hub_file(file: HubFile, *, local_files_only: bool | None = None) ->
         raise ModelSourceError(f"'{file}': no hub repository '{file.repo_id}' (or it is private or gated: "
                                "log in with `hf auth login`)") from error
     except RevisionNotFoundError as error:
-        raise ModelSourceError(f"'{file}': hub repository '{file.repo_id}' has no revision '{file.revision}'") from error
+        raise ModelSourceError(
+            f"'{file}': hub repository '{file.repo_id}' has no revision '{file.revision or 'main'}'"
+        ) from error
     except EntryNotFoundError as error:
         raise ModelSourceError(f"'{file}': hub repository '{file.repo_id}' has no file '{file.filename}'") from error
     except Exception as error:  # connection errors mid-way: the file is not here

@@ -84,7 +84,7 @@ def _http_error(cls, status):
 
 @pytest.mark.parametrize("error, message", [
     ("RepositoryNotFoundError", r"no hub repository 'owner/name' \(or it is private or gated: log in with "),
-    ("RevisionNotFoundError", r"hub repository 'owner/name' has no revision 'None'"),
+    ("RevisionNotFoundError", r"hub repository 'owner/name' has no revision 'main'"),
     ("RemoteEntryNotFoundError", r"hub repository 'owner/name' has no file 'head\.pth'$"),
 ])  # fmt: skip
 def test_what_the_hub_answers_is_one_line(monkeypatch, error, message):
