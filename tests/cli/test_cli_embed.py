@@ -89,10 +89,11 @@ def test_sigkill_mid_run_then_resume_gives_the_single_process_folder(tiny_clip_f
     lines = [parts_folder(out) / f"part-{rank:05d}-of-00002.jsonl" for rank in (0, 1)]
     written = sigkill_mid_share(job, rank=1, committed=lambda: whole_lines(lines[1]), share=12)
     assert not (out / MANIFEST).exists()
-    kept = [json.loads(line) for path in lines for line in path.read_text().splitlines()]
-    assert len({(row["image"], row["prompt"]) for row in kept}) == len(kept)  # no pair in two parts
-    already = len(kept)
-    assert already >= written
+    kept = [[json.loads(line) for line in path.read_text().splitlines()] for path in lines]
+    assert len(kept[1]) == written  # the JSON lines are whole: each is one committed row
+    rows = {(row["image"], row["prompt"]) for row in kept[0] + kept[1]}
+    assert len(rows) == len(kept[0]) + written  # no pair in two parts
+    already = len(rows)
     resumed = subprocess.run([sys.executable, *command, "--resume"], env=env(), capture_output=True, text=True,
                              timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
