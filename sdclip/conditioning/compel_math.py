@@ -20,8 +20,13 @@ Pooled (SDXL): compel encodes the raw prompt string, syntax characters and all, 
 (compel#96). sdclip takes it from the first part's unweighted tokens (for a blend, the same blend of its
 parts' pooled vectors), as diffusers would compute it for the plain text.
 
-The model call is the only family-specific step: :func:`hidden_states` for CLIP; a new encoder family
-(T5) needs only its own version of that function.
+The family-specific steps are the layout of a part's tokens and the model call: ``_Encoder`` for CLIP
+(:func:`hidden_states`), ``_T5Encoder`` for T5 in SD3 / Flux (:func:`encode_combined_t5`), which follows
+``CompelForFlux``: one ``max_length`` window per part (no start token; ``</s>`` then ``<pad>``), the same
+weighting, masking and blends anchored on the empty text's encoding, ``.and()`` concatenating windows.
+
+Textual inversion: a multi-vector name ``tok`` (added tokens ``tok``, ``tok_1`` ...) expands in each run
+as compel's ``DiffusersTextualInversionManager`` expands it (diffusers' ``maybe_convert_prompt``).
 """
 
 from __future__ import annotations
