@@ -160,3 +160,19 @@ def test_sd3_pipeline_runs_a_conjunction(sd3, sd3_pipe):
     image = sd3_pipe(**kwargs, num_inference_steps=1, height=32, width=32, output_type="pt",
                      generator=torch.Generator().manual_seed(0)).images  # fmt: skip
     assert torch.isfinite(image).all()
+
+
+def test_t5_tokens_are_the_windows_compel_feeds_t5(flux):
+    """The ids sdclip reports (``t5_ids``, inspection's T5 tokens) are the ones compel's T5 reads: one
+    window per ``.and()`` part."""
+    from sdclip.inspection import tokens
+
+    cond, reference = flux
+    prompt = '("a cat", "a dog--").and()'
+    theirs = reference(prompt).tokenization_info["main_positive"][0].reshape(-1)  # (2·L,)
+    out = cond.encode(prompt, syntax="compel", max_sequence_length=LENGTH)
+    assert out.t5_ids[0].tolist() == theirs.tolist()
+    listed = tokens(prompt, cond, syntax="compel").t5_tokens  # the pipeline's default length: 512 per window
+    pad = cond.t5.tokenizer.pad_token_id
+    assert [t.id for t in listed] == [i for i in theirs.tolist() if i != pad]
+    assert [t.chunk for t in listed] == [0, 0, 0, 1, 1, 1] and listed[4].weight == pytest.approx(0.81)
