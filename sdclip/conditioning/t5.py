@@ -11,6 +11,8 @@ sd_embed do) and its tokens carry its weight; ``</s>`` and padding carry 1.0. Th
 ``h = e + (h - e) * w`` with ``e`` the encoding of the empty text (``</s>`` then ``<pad>``, ComfyUI's
 ``gen_empty_tokens`` for T5, which has no start token); ``weighting="a1111"`` maps to sd_embed's rule for
 T5, ``h = h * w`` (no mean restoration: sd_embed restores no mean for T5), as does ``"multiply"``.
+``syntax="compel"`` follows compel's rule for T5 instead (``CompelForFlux``: masked downweighting, blends,
+one window per ``.and()`` part), in :func:`sdclip.conditioning.compel_math.encode_combined_t5`.
 Two departures from sd_embed: the sequence is padded to ``max_sequence_length`` like diffusers' (sd_embed
 encodes the unpadded tokens), and ``</s>`` comes once at the end (sd_embed tokenizes every run with its own).
 """
