@@ -39,7 +39,7 @@ from ..errors import PromptError
 from ..prompts.chunking import ChunkedPrompt, chunk_items, empty_chunk
 from ..prompts.parsed import Blend, CombinedPrompt, ParsedPrompt, Run
 from .cached import split_cached
-from .t5 import empty_t5_ids
+from .t5 import empty_t5_ids, t5_window
 from .textual_inversion import expand_textual_inversion
 from .weighting import apply_weights
 
@@ -208,18 +208,13 @@ class _T5Encoder(_Encoder):
     def layout(self, runs: list[Run]) -> tuple[torch.Tensor, torch.Tensor, list, list[int], list]:
         import torch
 
-        per_run = [self.tokenizer(run.text, add_special_tokens=False).input_ids if run.text else [] for run in runs]
-        ids = [i for one in per_run for i in one]
-        weights = [float(run.weight) for run, one in zip(runs, per_run, strict=True) for _ in one]
-        keep = self.max_length - 1
-        if len(ids) > keep:  # cut as diffusers and compel cut (truncate_long_prompts=True)
-            self.cut.append(self.tokenizer.decode(ids[keep:]))
-            ids, weights = ids[:keep], weights[:keep]
-        padding = keep - len(ids)
-        row = ids + [self.tokenizer.eos_token_id] + [self.tokenizer.pad_token_id] * padding
+        window = t5_window([(run.text, run.weight) for run in runs], self.tokenizer, self.max_length)
+        if window.truncated_text:  # cut as diffusers and compel cut (truncate_long_prompts=True)
+            self.cut.append(window.truncated_text)
+        counts = [len(self.tokenizer(run.text, add_special_tokens=False).input_ids) if run.text else 0 for run in runs]
         device = self.model.device
-        return (torch.tensor([row], device=device), torch.tensor([weights + [1.0] * (padding + 1)], device=device),
-                [(0, p) for p in range(len(ids))], [len(one) for one in per_run], [None])  # fmt: skip
+        return (torch.tensor([window.ids], device=device), torch.tensor([window.weights], device=device),
+                [(0, p) for p in range(window.length - 1)], counts, [None])  # fmt: skip
 
     def pooled(self, ids: torch.Tensor) -> None:
         return None

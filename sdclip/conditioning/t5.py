@@ -33,7 +33,8 @@ from .weighting import apply_weights
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["T5Tokens", "T5_WEIGHTING", "empty_t5_ids", "encode_t5_texts", "list_t5_tokens", "run_t5", "t5_tokens"]
+__all__ = ["T5Tokens", "T5_WEIGHTING", "empty_t5_ids", "encode_t5_texts", "list_t5_tokens", "run_t5", "t5_tokens",
+           "t5_window"]
 
 T5_WEIGHTING = {"a1111": "multiply", "comfy": "comfy", "multiply": "multiply", None: None}
 """The rule T5 uses for each CLIP weighting mode (see the module)."""
@@ -76,12 +77,12 @@ def t5_tokens(text: str, tokenizer: Any, *, syntax: str = "plain", max_length: i
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise PromptError(f"max_sequence_length: expected an integer >= 1, got {max_length!r}")
     if syntax == "plain":
-        return _window([(text, 1.0)], tokenizer, max_length)
+        return t5_window([(text, 1.0)], tokenizer, max_length)
     structure = get_syntax(syntax).structured
     if structure is None:
         items = get_syntax(syntax).parse(text).items
-        return _window([(item.text, item.weight) for item in items if isinstance(item, Run)], tokenizer, max_length)
-    windows = tuple(_window([(item.text, item.weight) for item in (part.parts[0] if isinstance(part, Blend) else part).items
+        return t5_window([(item.text, item.weight) for item in items if isinstance(item, Run)], tokenizer, max_length)
+    windows = tuple(t5_window([(item.text, item.weight) for item in (part.parts[0] if isinstance(part, Blend) else part).items
                              if isinstance(item, Run)], tokenizer, max_length)
                     for part in structure(text).parts)  # fmt: skip
     if len(windows) == 1:
@@ -91,8 +92,15 @@ def t5_tokens(text: str, tokenizer: Any, *, syntax: str = "plain", max_length: i
                     windows[0].length, cut, windows)  # fmt: skip
 
 
-def _window(runs: list[tuple[str, float]], tokenizer: Any, max_length: int) -> T5Tokens:
-    """One ``max_length`` window of ``(text, weight)`` runs, each tokenized on its own."""
+def t5_window(runs: list[tuple[str, float]], tokenizer: Any, max_length: int) -> T5Tokens:
+    """One ``max_length`` window of ``(text, weight)`` runs, each tokenized on its own: the runs' tokens
+    (cut to ``max_length - 1``), ``</s>``, then padding.
+
+    Example:
+        >>> from sdclip.testing_mmdit import tiny_t5_tokenizer
+        >>> t5_window([("a", 1.0), ("cat dog", 0.5)], tiny_t5_tokenizer(), 4)
+        T5Tokens(ids=(4, 12, 13, 1), weights=(1.0, 0.5, 0.5, 1.0), length=4, truncated_text=None, windows=())
+    """
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     ids, weights = [], []
     for run_text, weight in runs:
