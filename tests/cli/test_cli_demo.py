@@ -59,7 +59,7 @@ def test_demo_writes_what_it_prints_and_matches_transformers(tmp_path, capsys):
     for prompt in PROMPTS:  # rank 1 is the best score
         ranked = sorted((int(r["rank"]), float(r["score"])) for r in rows if r["prompt"] == prompt)
         assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
-    # the shipped model knows colours (not yet shapes): each prompt's best image has the prompt's colour
+    # the shipped model knows colours without fail: each prompt's best image has the prompt's colour
     best = {r["prompt"]: r["image"] for r in rows if r["rank"] == "1"}
     for prompt in PROMPTS:
         color = next(word for word in prompt.split() if word in COLORS)

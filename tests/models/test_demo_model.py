@@ -4,10 +4,11 @@ Quality is measured on a freshly generated held-out set (a seed the training scr
 transformers' own ``CLIPModel`` features and the metrics written out here, not sdclip's scorer. The
 issue's targets are zero-shot colour + shape accuracy >= 95 % over the 48 class prompts and text -> image
 recall@1 >= 0.8 among 100 images whose full captions ("a small red circle on the left") all differ. The
-shipped model (1,600 steps of scripts/train_demo_model.py) comes close: colour + shape 0.917 (colour 1.00,
-shape 0.917), recall@1 0.72. The targets stay here as strict xfails, so a retrained
-model that meets them turns them into failures that say "remove the xfail"; what the model does
-learn is asserted without one.
+shipped model (2,200 steps of scripts/train_demo_model.py) meets the recall target (0.96) and misses the
+accuracy target: colour + shape 0.92 (colour 1.00; most misses are circles and hexagons 5 to 7 px in
+radius, which differ by a sliver under a pixel wide). That target stays here as a strict xfail, so a
+retrained model that meets it turns it into a failure that says "remove the xfail"; what the model
+does learn is asserted without one.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from sdclip.datasets.shapes import class_prompts, full_caption, generate_shapes
 from sdclip.models import sources
 from sdclip.models.sources import DEMO_MODEL, resolve_source
 
-TARGETS_NOT_MET = pytest.mark.xfail(
-    strict=True, reason="the shipped demo model (1,600 steps) reaches colour + shape 0.917 and recall@1 0.72 "
-    "on the held-out set, short of 0.95 and 0.8; retrain longer with scripts/train_demo_model.py")
+TARGET_NOT_MET = pytest.mark.xfail(
+    strict=True, reason="the shipped demo model (2,200 steps) reaches colour + shape 0.92 on the held-out set, "
+    "short of 0.95 (small circles and hexagons); a retrained model that meets it: remove this xfail")
 HELD_OUT_SEED = 20261128  # training uses seed 0 and validation seed 1 (scripts/train_demo_model.py)
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
@@ -66,7 +67,7 @@ def _zero_shot(demo) -> list[tuple[tuple[str, str], tuple[str, str]]]:
             for p, s in zip((images @ texts.T).argmax(dim=1).tolist(), samples)]  # fmt: skip
 
 
-@TARGETS_NOT_MET
+@TARGET_NOT_MET
 def test_zero_shot_colour_and_shape_accuracy_on_held_out_images(demo):
     accuracy = np.mean([predicted == truth for predicted, truth in _zero_shot(demo)])
     assert accuracy >= 0.95, accuracy
@@ -78,7 +79,12 @@ def test_zero_shot_colour_accuracy_on_held_out_images(demo):
     assert accuracy >= 0.95, accuracy
 
 
-@TARGETS_NOT_MET
+def test_zero_shot_shape_accuracy_on_held_out_images(demo):
+    """The shape of a held-out image among six (chance: 1/6), short of the colour + shape target above."""
+    accuracy = np.mean([predicted[1] == truth[1] for predicted, truth in _zero_shot(demo)])
+    assert accuracy >= 0.9, accuracy
+
+
 def test_text_to_image_recall_at_1_among_100_held_out_images(demo):
     model, size = demo
     chosen, seen = [], set()
