@@ -72,8 +72,9 @@ def align_tokens(
         >>> import torch
         >>> from sdclip.prompts.tokens import PromptToken
         >>> cat, dog = PromptToken("cat", 1, 0, 0), PromptToken("dog", 2, 0, 0)
-        >>> [(r.op, r.text_a, r.text_b) for r in align_tokens([(cat, 0)], [(dog, 0)], torch.ones(1, 2), torch.ones(1, 2))]
-        [('replace', 'cat', 'dog')]
+        >>> rows = align_tokens([(cat, 0)], [(dog, 0)], torch.ones(1, 2), torch.ones(1, 2))  # (token, row); rows
+        >>> [(r.op, r.text_a, r.text_b, round(r.cosine, 4)) for r in rows]
+        [('replace', 'cat', 'dog', 1.0)]
     """
 
     def row(op: str, i: int | None, j: int | None) -> AlignedToken:

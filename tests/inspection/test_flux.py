@@ -73,8 +73,9 @@ def test_compare_pools_clip_l_and_aligns_t5_rows(flux, flux_pipe):
     assert max(abs(x - y) for x, y in zip(result.position_cosine, expected.tolist())) < TOL
     assert abs(result.mean_position_cosine - float(expected.mean())) < TOL
     rows = [(r.op, r.text_a, r.text_b, r.index_a, r.index_b) for r in result.alignment]
-    assert rows == [("equal", "▁a", "▁a", 0, 0), ("insert", None, "▁red", None, 1), ("equal", "▁cat", "▁cat", 1, 2),
-                    ("insert", None, "▁painting", None, 3), ("equal", "</s>", "</s>", 2, 4)]
+    assert rows == [("equal", "▁a", "▁a", 0, 0), ("insert", None, "▁red", None, 1),
+                    ("equal", "▁cat", "▁cat", 1, 2), ("insert", None, "▁painting", None, 3),
+                    ("equal", "</s>", "</s>", 2, 4)]
     paired = [r for r in result.alignment if r.cosine is not None]
     assert max(abs(r.cosine - float(cos64(embeds[0, r.index_a], embeds[1, r.index_b]))) for r in paired) < TOL
 
