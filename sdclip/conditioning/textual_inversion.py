@@ -115,13 +115,17 @@ def add_embedding(model: Any, tokenizer: Any, name: str, vectors: torch.Tensor, 
 
 def expand_textual_inversion(text: str, added: dict[str, int], *, syntax: str = "plain") -> str:
     """Expand mentions of multi-vector embeddings (``tok`` → ``tok tok_1 ...``) as diffusers does, and
-    ComfyUI's ``embedding:tok`` to the tokens. ``added`` maps embedding names to vector counts.
+    ComfyUI's ``embedding:tok`` to the tokens. ``added`` maps embedding names to vector counts; a count of 0
+    marks an embedding loaded into other encoders only (SD3's bigG with a one-part file, T5): its
+    ``embedding:tok`` mentions are dropped, as ComfyUI ignores an embedding whose width does not fit the encoder.
 
     Example:
         >>> expand_textual_inversion("a style painting", {"style": 3})
         'a style style_1 style_2 painting'
         >>> expand_textual_inversion("embedding:style.pt cat", {"style": 1}, syntax="comfy")
         'style cat'
+        >>> expand_textual_inversion("a embedding:style cat", {"style": 0}, syntax="comfy")
+        'a  cat'
     """
     if not added:
         return text
@@ -130,7 +134,7 @@ def expand_textual_inversion(text: str, added: dict[str, int], *, syntax: str = 
             stem = match.group(1)
             for suffix in _SUFFIXES:
                 stem = stem.removesuffix(suffix)
-            return stem if stem in added else match.group(0)
+            return match.group(0) if stem not in added else stem if added[stem] else ""
 
         text = _COMFY_EMBEDDING.sub(named, text)
     for name, count in added.items():
@@ -172,6 +176,8 @@ def load_into_encoders(
         add_embedding(model, tokenizer, name, part, source=str(path))
         encoders[index] = LoadedTextEncoder(model, tokenizer, loaded.source)
         embeddings[index][name] = part.shape[0]
+    for index in set(range(len(encoders))) - {index for index, _ in pairs}:
+        embeddings[index].setdefault(name, 0)  # known, not for this encoder: see expand_textual_inversion
     return token_names(name, pairs[0][1].shape[0])
 
 
@@ -184,7 +190,7 @@ def encoder_vectors(
     a one-part file (A1111 / diffusers, CLIP-L wide) into CLIP-L alone, and Flux, whose only CLIP is CLIP-L, the
     ``clip_l`` part of an SDXL / SD3 file (as ComfyUI reads a file's ``clip_l`` key for CLIP-L). An encoder left
     without the embedding (SD3's bigG with a one-part file) reads the name as text, as in diffusers when an
-    embedding is loaded into one text encoder only; T5 never gets it.
+    embedding is loaded into one text encoder only (ComfyUI's ``embedding:name`` is dropped there); T5 never gets it.
 
     Example:
         >>> import torch

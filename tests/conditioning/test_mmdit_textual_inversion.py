@@ -129,6 +129,30 @@ def test_flux_loads_into_clip_l_as_diffusers_load_textual_inversion(flux_pipe, f
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_comfy_mentions_reach_clip_l_and_are_dropped_where_the_embedding_is_not(family, sd3_pipe, flux_pipe, files):
+    # ComfyUI's rule: `embedding:name` is the embedding where it fits (CLIP-L) and ignored elsewhere (bigG, T5)
+    folder, parts = files
+    if family == "sd3":
+        reference = sd3_reference(sd3_pipe, [parts["emb_params"]], bigg=False)
+        with torch.inference_mode():
+            expected = reference.encode_prompt("a sparkle sparkle_1 cat", "a  cat", "a  cat", device="cpu",
+                                               max_sequence_length=16, do_classifier_free_guidance=False)[0::2]
+    else:
+        from diffusers import FluxPipeline
+
+        reference = FluxPipeline(**{**flux_pipe.components, "text_encoder": copy.deepcopy(flux_pipe.text_encoder),
+                                    "tokenizer": copy.deepcopy(flux_pipe.tokenizer)})
+        reference.load_textual_inversion(str(folder / "glint.safetensors"), token="sparkle")
+        with torch.inference_mode():
+            expected = reference.encode_prompt("a sparkle cat", "a  cat", device="cpu", max_sequence_length=16)[:2]
+    cond = TextConditioner.from_pipeline(sd3_pipe if family == "sd3" else flux_pipe)
+    cond.load_textual_inversion(folder / "glint.safetensors", token="sparkle")
+    out = cond.encode("a embedding:sparkle cat", False, syntax="comfy", max_sequence_length=16)
+    assert (out.prompt_embeds - expected[0]).abs().max().item() < TOL
+    assert (out.pooled_prompt_embeds - expected[1]).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_tokens_show_the_embedding_name(family, sd3_pipe, flux_pipe, files):
     folder, _ = files
     pipe = sd3_pipe if family == "sd3" else flux_pipe
