@@ -13,6 +13,10 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests and examples never reach for the network
+# OpenMP threads that wait sleep instead of spinning (same numbers): the CLI and multi-process tests start
+# processes with two torch threads each on two cores, where spin-waits slow a step up to five-fold.
+# Set before anything imports torch, and inherited by those processes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @functools.cache

@@ -364,3 +364,34 @@ def random_openclip_state_dict(
         "visual.ln_post.bias": rand(vision_width, scale=0.1),
         "visual.proj": rand(vision_width, projection, scale=0.1),
     }  # fmt: skip
+
+
+def put_in_hub_cache(cache: str | Path, repo_id: str, filename: str, source: str | Path | bytes, *,
+                     ref: str = "main", commit: str = "0" * 40) -> Path:
+    """Lay ``source`` (a file or bytes) into a Hugging Face cache folder as a download leaves it.
+
+    The blob under ``models--owner--name/blobs/``, the snapshot's symlink to it and ``refs/<ref>`` naming
+    the commit: ``hf_hub_download(repo_id, filename, revision=ref)`` then finds it offline.
+
+    Example:
+        >>> import tempfile
+        >>> from huggingface_hub import hf_hub_download
+        >>> cache = tempfile.mkdtemp()
+        >>> link = put_in_hub_cache(cache, "owner/name", "heads/head.pth", b"weights")
+        >>> hf_hub_download("owner/name", "heads/head.pth", cache_dir=cache, local_files_only=True) == str(link)
+        True
+    """
+    import hashlib
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    link = repo / "snapshots" / commit / filename
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(blob)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    return link

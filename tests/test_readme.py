@@ -60,7 +60,7 @@ def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_
     import numpy as np
     import torch
     from PIL import Image
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     from sdclip.models.tokenizer import SHIPPED_TOKENIZER_DIR
 
@@ -86,6 +86,14 @@ def workspace(tmp_path_factory, pipeline_folder, clip_model_folder, sdxl_folder_
                for i, n, o in zip((0, 2, 4, 6, 7), widths[:-1], widths[1:]) for kind in ("weight", "bias")},
               str(weights / "sac+logos+ava1-l14-linearMSE.safetensors"))
     save_file(random_openclip_state_dict(), str(weights / "HPS_v2.1_compressed.safetensors"))
+    # the published files as the hub cache holds them after a download (the README's default sources)
+    from sdclip.testing import put_in_hub_cache
+
+    torch.save(load_file(weights / "sac+logos+ava1-l14-linearMSE.safetensors"), root / "head.pth")
+    put_in_hub_cache(root / "hub", "camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth",
+                     root / "head.pth")
+    torch.save({"state_dict": random_openclip_state_dict()}, root / "hps.pt")
+    put_in_hub_cache(root / "hub", "xswu/HPSv2", "HPS_v2.1_compressed.pt", root / "hps.pt")
     (root / "embeddings").mkdir()
     save_file({"emb_params": torch.randn(2, 128)}, str(root / "embeddings" / "my-style.safetensors"))
     rng = np.random.default_rng(0)

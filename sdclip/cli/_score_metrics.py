@@ -28,8 +28,11 @@ def add_metric_options(parser: argparse.ArgumentParser) -> None:
                         help="the metric that fills the score column and ranks each prompt's images "
                         "(default: the first of --metric)")
     parser.add_argument("--weights", action="append", default=[], metavar="METRIC=SOURCE",
-                        help="a metric's weights: aesthetic=sac+logos+ava1-l14-linearMSE.pth, "
-                        "hpsv2=HPS_v2.1_compressed.pt, pickscore=yuvalkirstain/PickScore_v1 (a hub id or folder); "
+                        help="a metric's weights: a local file or a hub file hf://owner/name/path (aesthetic, "
+                        "hpsv2; default: the published file on the hub, e.g. "
+                        "aesthetic=hf://camenduru/improved-aesthetic-predictor/sac+logos+ava1-l14-linearMSE.pth, "
+                        "hpsv2=hf://xswu/HPSv2/HPS_v2.1_compressed.pt with --allow-pickle), "
+                        "pickscore=yuvalkirstain/PickScore_v1 (a hub id or folder); "
                         "clip and aesthetic's backbone are --model")
     parser.add_argument("--report", metavar="FILE.html", default=None,
                         help="also write the HTML report of the rows (see `sdclip report`)")

@@ -60,6 +60,14 @@ def read_safetensors(path: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]
         raise ModelSourceError(f"checkpoint '{path}': could not read tensors ({type(error).__name__}: {error})") from error
 
 
+def pickle_refusal(name: str | Path) -> PickleRefusedError:
+    """The one refusal of a pickle file without ``allow_pickle`` (also raised before downloading one)."""
+    return PickleRefusedError(
+        f"checkpoint '{name}': pickle files ({', '.join(PICKLE_SUFFIXES)}) can run code when loaded; "
+        "pass allow_pickle=True (CLI: --allow-pickle) if you trust it, or convert it to .safetensors"
+    )
+
+
 def read_pickle(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
     """Load a pickle checkpoint with ``torch.load(weights_only=True)``, only when allowed.
 
@@ -67,10 +75,7 @@ def read_pickle(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
     with one line; torch's own multi-line explanation and protocol warning are not shown.
     """
     if not allow_pickle:
-        raise PickleRefusedError(
-            f"checkpoint '{path}': pickle files ({', '.join(PICKLE_SUFFIXES)}) can run code when loaded; "
-            "pass allow_pickle=True (CLI: --allow-pickle) if you trust it, or convert it to .safetensors"
-        )
+        raise pickle_refusal(path)
     import pickle
     import warnings
 

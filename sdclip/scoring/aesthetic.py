@@ -8,8 +8,11 @@ Input: 224 x 224 pixels, preprocessed as ``CLIPImageProcessor`` does for the bac
 the short side, center crop, OpenAI mean/std). Scores are roughly 1..10 (higher = prettier).
 
 Weights: the published ``sac+logos+ava1-l14-linearMSE.pth`` (a state dict with keys
-``layers.{0,2,4,6,7}.{weight,bias}``) or a ``.safetensors`` copy with the same keys; any chain of
-``layers.N`` linear layers from the backbone's width down to 1 is accepted. The scorer subclasses
+``layers.{0,2,4,6,7}.{weight,bias}``), by default from its hub mirror ``DEFAULT_WEIGHTS`` (the Hugging Face
+cache, or one download), or a local path, another hub file (``hf://owner/name/path``) or a ``.safetensors``
+copy with the same keys; any chain of ``layers.N`` linear layers from the backbone's width down to 1 is
+accepted. The ``.pth`` is a plain state dict, read with torch's safe loader
+(``torch.load(weights_only=True)``, which runs no code), so it needs no ``allow_pickle``. The scorer subclasses
 ``ClipScorer``: built ``on`` a CLIP scorer it reuses that scorer's model, so ``MultiScorer`` runs one
 vision pass for both ``clip`` and ``aesthetic``.
 """
@@ -28,8 +31,10 @@ from .weights import read_metric_weights
 if TYPE_CHECKING:
     import torch
 
-PUBLISHED = ("https://github.com/christophschuhmann/improved-aesthetic-predictor "
-             "(sac+logos+ava1-l14-linearMSE.pth)")
+# LAION publishes the head on GitHub; this hub mirror is the one hf_hub_download users (TRL, ComfyUI nodes) take
+DEFAULT_WEIGHTS = "hf://camenduru/improved-aesthetic-predictor/sac+logos+ava1-l14-linearMSE.pth"
+PUBLISHED = (f"{DEFAULT_WEIGHTS} (a mirror of https://github.com/christophschuhmann/improved-aesthetic-predictor"
+             "/blob/main/sac+logos+ava1-l14-linearMSE.pth)")
 _KEY = re.compile(r"^layers\.(\d+)\.(weight|bias)$")
 
 
@@ -116,24 +121,38 @@ class AestheticScorer(ClipScorer):
     @classmethod
     def from_pretrained(  # type: ignore[override]
         cls, source: str | os.PathLike | None = None, *, clip_model: str | os.PathLike | ClipScorer = DEFAULT_MODEL,
-        allow_pickle: bool = False, **options: Any,
+        allow_pickle: bool = False, local_files_only: bool | None = None, **options: Any,
     ) -> AestheticScorer:
-        """Load the head from ``source`` (``.pth`` with ``allow_pickle``, or ``.safetensors``) on a CLIP backbone.
+        """Load the head from ``source`` (``.pth`` or ``.safetensors``, local or on the hub) on a CLIP backbone.
 
         Args:
-            source: the head's weight file (LAION's ``sac+logos+ava1-l14-linearMSE.pth``).
+            source: the head's weights: a local file, or a hub file ``hf://owner/name/path/in/repo``
+                (``owner/name/path`` works too when no such local file exists); default ``DEFAULT_WEIGHTS``,
+                LAION's ``sac+logos+ava1-l14-linearMSE.pth`` on the hub (cached after the first download).
+                A ``.pth`` is read with ``torch.load(weights_only=True)``: tensors only, no code runs.
             clip_model: the backbone: a ``ClipScorer`` to share, or a source for ``ClipScorer.from_pretrained``
                 (default clip-vit-large-patch14, the one the published head was trained on).
-            allow_pickle: accept the ``.pth`` pickle (read with ``torch.load(weights_only=True)``).
+            allow_pickle: passed to the backbone's loader (a ``.ckpt``/``.bin`` CLIP checkpoint); the head's
+                ``.pth`` does not need it.
+            local_files_only: never touch the network, for the head and the backbone (default: ``HF_HUB_OFFLINE``).
             **options: ``ClipScorer.from_pretrained``'s options (device, dtype, batch_size, ...).
 
         Raises:
-            WeightsNotAvailableError: ``source`` is missing (the message says where the weights are published).
+            WeightsNotAvailableError: the head is neither a local file nor a cached or reachable hub file (the
+                message says what was tried and where the weights are published).
+
+        Example:
+            >>> AestheticScorer.from_pretrained("gone/head.pth", local_files_only=True)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            sdclip.errors.WeightsNotAvailableError: metric 'aesthetic': weights file 'gone/head.pth' not found; ...
         """
-        tensors = read_metric_weights("aesthetic", source, allow_pickle=allow_pickle, published=PUBLISHED)
-        head = aesthetic_layers(tensors, source=str(source))
+        # LAION's file is a plain state dict and torch's weights_only loader runs no code: no opt-in needed
+        tensors = read_metric_weights("aesthetic", source, allow_pickle=True, published=PUBLISHED,
+                                      default=DEFAULT_WEIGHTS, local_files_only=local_files_only)
+        head = aesthetic_layers(tensors, source=str(DEFAULT_WEIGHTS if source is None else source))
         clip = clip_model if isinstance(clip_model, ClipScorer) else ClipScorer.from_pretrained(
-            clip_model, allow_pickle=allow_pickle, **options)
+            clip_model, allow_pickle=allow_pickle, local_files_only=local_files_only, **options)
         return cls.on(clip, head)
 
     def pair_scores(self, image_features: torch.Tensor, text_features: torch.Tensor | None) -> torch.Tensor:

@@ -115,8 +115,9 @@ class MultiScorer:
             if backbone is not None:
                 kwargs = {"clip_model": loaded[backbone]} if backbone in loaded else {
                     **kwargs, "clip_model": sources.get(backbone) or _default_source(backbone)}
-                if "allow_pickle" in options:
-                    kwargs["allow_pickle"] = options["allow_pickle"]
+                for key in ("allow_pickle", "local_files_only"):  # the head's own file may be a hub file
+                    if key in options:
+                        kwargs[key] = options[key]
             source = sources.get(name)
             loaded[name] = metric_cls.from_pretrained(**kwargs) if source is None else \
                 metric_cls.from_pretrained(source, **kwargs)

@@ -117,15 +117,36 @@ def test_resume_of_a_clip_file_adds_the_new_metrics(setup, tiny_clip_folder, tmp
     (["--metric", "clip", "--rank-by", "aesthetic"], "--rank-by: 'aesthetic' is not one of --metric (clip); add it"),
     (["--metric", "clip,aesthetic", "--weights", "aesthetic"], "--weights: expected METRIC=SOURCE with METRIC one of "
      "--metric (clip, aesthetic), got 'aesthetic'"),
-    (["--metric", "clip,aesthetic"], "metric 'aesthetic': no path given; download the published weights from "
-     "https://github.com/christophschuhmann/improved-aesthetic-predictor"),
+    (["--metric", "clip,aesthetic"], "metric 'aesthetic': 'hf://camenduru/improved-aesthetic-predictor/sac+logos+"
+     "ava1-l14-linearMSE.pth': not in the local Hugging Face cache, and offline mode (HF_HUB_OFFLINE / "
+     "local_files_only); on a machine with network run `hf download camenduru/improved-aesthetic-predictor "
+     "sac+logos+ava1-l14-linearMSE.pth`"),
     (["--metric", "hpsv2", "--weights", "hpsv2=gone/HPS_v2.1_compressed.pt"], "metric 'hpsv2': weights file "
-     "'gone/HPS_v2.1_compressed.pt' not found; download the published weights from https://huggingface.co/xswu/HPSv2"),
+     "'gone/HPS_v2.1_compressed.pt' not found; the published weights are hf://xswu/HPSv2/HPS_v2.1_compressed.pt "
+     "(https://huggingface.co/xswu/HPSv2): pass that, or a downloaded copy's path"),
+    (["--metric", "hpsv2"], "checkpoint 'hf://xswu/HPSv2/HPS_v2.1_compressed.pt': pickle files (.ckpt, .pt, .pth, "
+     ".bin) can run code when loaded; pass allow_pickle=True (CLI: --allow-pickle)"),
     (["--metric", "clip,aesthetic", "--report", "r.txt"], "--report 'r.txt': expected a file ending in .html or .htm"),
 ])  # fmt: skip
-def test_one_line_errors(setup, tiny_clip_folder, tmp_path, capsys, extra, message):
+def test_one_line_errors(setup, tiny_clip_folder, tmp_path, capsys, monkeypatch, extra, message):
     folder, _, _ = setup
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
     code = main(["score", "--images", str(folder / "imgs"), "--prompt", "a cat", "--model", str(tiny_clip_folder),
                  "--out", str(tmp_path / "s.csv"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_weights_from_a_hub_file_in_the_cache(setup, tiny_clip_folder, tmp_path, monkeypatch):
+    """--weights aesthetic=hf://owner/name/file resolves through the Hugging Face cache (offline)."""
+    from sdclip.testing import put_in_hub_cache
+
+    folder, _, expected = setup
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    put_in_hub_cache(tmp_path / "hub", "someone/aesthetic-head", "l14/head.safetensors",
+                     folder / "aesthetic.safetensors")
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--images", str(folder / "imgs"), "--prompt", "a cat", "--model", str(tiny_clip_folder),
+                 "--metric", "clip,aesthetic", "--weights", "aesthetic=hf://someone/aesthetic-head/l14/head.safetensors",
+                 "--offline", "--out", str(out)]) == 0
+    assert [float(r["aesthetic"]) for r in read_csv(out)] == pytest.approx(expected["aesthetic"], abs=1e-5)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sdclip.errors import PickleRefusedError, ScorerError, WeightsNotAvailableError
+from sdclip.errors import ModelSourceError, ScorerError, WeightsNotAvailableError
 from sdclip.scoring import load_scorer
 from sdclip.scoring.aesthetic import AestheticScorer, aesthetic_layers
 from sdclip.scoring.clip_scorer import ClipScorer
@@ -58,7 +58,7 @@ def reference(model, processor, images, state):
 @pytest.mark.parametrize("file", ["head.pth", "head.safetensors"])
 def test_scores_match_the_float64_formula(file, head, images, tiny_clip_folder, tiny_clip_model, tiny_clip_processor):
     state, folder = head
-    scorer = load_scorer("aesthetic", folder / file, clip_model=tiny_clip_folder, allow_pickle=True, device="cpu")
+    scorer = load_scorer("aesthetic", folder / file, clip_model=tiny_clip_folder, device="cpu")  # .pth: no flag
     expected = reference(tiny_clip_model, tiny_clip_processor, images, state)
     torch.testing.assert_close(scorer.score(images).double(), expected, rtol=1e-4, atol=1e-4)
 
@@ -75,18 +75,25 @@ def test_the_published_layout_is_accepted():
     assert [tuple(w.shape) for w, _ in layers] == [(1024, 768), (128, 1024), (64, 128), (16, 64), (1, 16)]
 
 
-def test_pickle_needs_allow_pickle(head, tiny_clip_folder):
-    with pytest.raises(PickleRefusedError, match=r"head\.pth': pickle files .* pass allow_pickle=True"):
-        AestheticScorer.from_pretrained(head[1] / "head.pth", clip_model=tiny_clip_folder, device="cpu")
+class Payload:
+    """Pickled as a global: what a weights_only load must refuse (unpickling it could run code)."""
+
+
+def test_a_pth_holding_code_is_refused_even_without_allow_pickle(tmp_path):
+    torch.save({"layers.0.weight": torch.zeros(1, 96), "layers.0.bias": torch.zeros(1), "x": Payload()},
+               tmp_path / "head.pth")
+    with pytest.raises(ModelSourceError, match=r"head\.pth': holds objects other than tensors \(code or custom "
+                       r"classes\), which sdclip's safe loader does not run"):
+        AestheticScorer.from_pretrained(tmp_path / "head.pth")
 
 
 def test_missing_weights_name_the_metric_the_path_and_where_they_are_published(tmp_path):
     missing = tmp_path / "sac+logos+ava1-l14-linearMSE.pth"
     with pytest.raises(WeightsNotAvailableError, match=r"^metric 'aesthetic': weights file '.*linearMSE\.pth' not "
-                       r"found; download the published weights from https://github\.com/christophschuhmann/"):
-        AestheticScorer.from_pretrained(missing, allow_pickle=True)
-    with pytest.raises(WeightsNotAvailableError, match=r"^metric 'aesthetic': no path given"):
-        AestheticScorer.from_pretrained()
+                       r"found; the published weights are hf://camenduru/improved-aesthetic-predictor/sac\+logos\+"
+                       r"ava1-l14-linearMSE\.pth \(a mirror of https://github\.com/christophschuhmann/.*\): pass "
+                       r"that, or a downloaded copy's path$"):
+        AestheticScorer.from_pretrained(missing)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -98,7 +98,8 @@ def test_the_pickle_is_refused_without_allow_pickle(checkpoint):
 
 def test_missing_weights_name_the_metric_the_path_and_where_they_are_published(tmp_path):
     with pytest.raises(WeightsNotAvailableError, match=r"^metric 'hpsv2': weights file '.*HPS_v2\.1_compressed\.pt' "
-                       r"not found; download the published weights from https://huggingface\.co/xswu/HPSv2"):
+                       r"not found; the published weights are hf://xswu/HPSv2/HPS_v2\.1_compressed\.pt "
+                       r"\(https://huggingface\.co/xswu/HPSv2\): pass that, or a downloaded copy's path$"):
         load_scorer("hpsv2", tmp_path / "HPS_v2.1_compressed.pt", allow_pickle=True)
 
 
