@@ -62,6 +62,17 @@ def test_embedding_report_shows_t5_weights(flux, flux_pipe):
     assert max(abs(t.norm - n) for t, n in zip(report.tokens, expected.tolist())) < TOL  # sd_embed's h * w
 
 
+def test_embedding_report_flags_what_t5_cut(flux, flux_pipe):
+    from sdclip import TruncationWarning
+
+    with pytest.warns(TruncationWarning):
+        report = embedding_report(flux, "a cat " * 300, k=0)  # 600 T5 tokens, 512 rows
+    seen = [t for t in report.tokens if not t.truncated]
+    cut = [t for t in report.tokens if t.truncated]
+    assert len(seen) == 512 and seen[-1].text == "</s>" and len(cut) == 600 - 511
+    assert all(t.norm is None and t.index is None for t in cut) and seen[-1].index == 511
+
+
 def test_compare_pools_clip_l_and_aligns_t5_rows(flux, flux_pipe):
     a, b = "a cat", "a red cat painting"
     embeds, pooled = flux_reference(flux_pipe, [a, b])
