@@ -10,12 +10,19 @@ patches; no download), with PNG files on disk:
 * ``embed_rescore``: P prompts against the same N images. Peer: scoring directly
   (``ClipScorer.similarity(files, prompts)``: the vision tower runs over every image, each prompt once);
   sdclip, once embedded: ``load_embeddings`` + one text pass + one matrix product (``cosine_scores``).
-  The one-off ``sdclip embed`` time is printed too.
+  The one-off ``sdclip embed`` time is printed too. On a CPU the direct path is ~1 ViT-B/16 pass per image
+  (1,000 images: tens of minutes on 2 cores); ``--direct-sample M`` runs the vision tower on M distinct
+  images only: the 1,000 files are those M and byte copies of them in turn, direct scoring is measured on
+  the M and extrapolated linearly (text pass once + per-image vision time x N), the embedding folder of all
+  N files is built from the M files' rows (a copy's row is its original's), and re-scoring is measured on
+  all N rows. Scores from the folder are checked against the direct scores (float16 tolerance).
 
 Usage:
     python benchmarks/scale.py                  # 32 images for processes; 64 prompts x 1000 images
     python benchmarks/scale.py --quick          # 16 images; 64 prompts x 200 images
-    python benchmarks/scale.py --skip-processes --images 64 --repeats 1   # embed_rescore only, a few minutes
+    python benchmarks/scale.py --skip-processes --direct-sample 64 --repeats 1
+        # embed_rescore only at 1000 images, a few minutes: the vision tower runs on 64 distinct images (direct
+        # scoring measured on them, extrapolated linearly to 1000); re-scoring runs on all 1000 rows
 
 The last lines are ``RATIO processes <efficiency>`` and ``RATIO embed_rescore <direct s / rescore s>``.
 """
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,35 +99,85 @@ def processes(model: Path, work: Path, count: int, repeats: int) -> float:
     return rates["2x1"] / rates["1x2"]
 
 
-def embed_rescore(model: Path, work: Path, count: int, prompts: int, repeats: int) -> float:
+def copies(folder: Path, distinct: list[Path], count: int) -> list[Path]:
+    """``count`` image files in ``folder``: the ``distinct`` ones, then byte copies of them in turn."""
+    paths = list(distinct[:count])
+    for index in range(len(paths), count):
+        paths.append(folder / f"{index:05d}.png")
+        if not paths[-1].exists():
+            shutil.copyfile(distinct[index % len(distinct)], paths[-1])
+    return paths
+
+
+def tiled_folder(sample: Path, out: Path, images: list[Path], model: Path) -> None:
+    """The embedding folder of ``images`` (copies of the sample's files in turn) from the sample's rows.
+
+    File k has the bytes of sample file k % M, so its row is that file's row: the folder is what
+    ``sdclip embed`` writes for all of them, without running the vision tower on each copy again.
+    """
+    from sdclip.scoring.embed_parts import embed_in_parts
+    from sdclip.scoring.embeddings import load_embeddings
+    from sdclip.scoring.shards import Processes
+
+    rows = load_embeddings(sample).image.astype(np.float32)
+    items = [(str(path), None) for path in images]
+
+    def batches(todo):
+        for start in range(0, len(todo), 4096):
+            chunk = todo[start : start + 4096]
+            yield chunk, rows[[(start + k) % len(rows) for k in range(len(chunk))]], None, [""] * len(chunk)
+
+    embed_in_parts(out, items, item_key=tuple, batches=batches, dim=rows.shape[1], processes=Processes(),
+                   manifest={"model": str(model)})
+
+
+def embed_rescore(model: Path, work: Path, count: int, prompts: int, repeats: int, sample: int | None) -> float:
+    """Direct scoring vs re-scoring from stored embeddings; with ``sample`` M < N, direct is measured on M
+    distinct images and extrapolated to N (the vision tower runs once per image: linear in N), while the
+    re-scoring is measured on all N rows (files beyond the M distinct ones are byte copies of them)."""
     import torch
 
     from sdclip.scoring.clip_scorer import ClipScorer
     from sdclip.scoring.embeddings import cosine_scores, load_embeddings
 
     torch.set_num_threads(2)
-    images = make_images(work / "images", count)
+    sample = min(sample or count, count)
+    distinct = make_images(work / "images", sample)
+    images = copies(work / "images", distinct, count)
     texts = [f"a photo of thing number {k}, highly detailed" for k in range(prompts)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    embedded = work / ("emb" if sample == count else "emb-sample")
     embed_seconds = timed([sys.executable, "-m", "sdclip", "embed", "--model", str(model), "--images",
-                           str(work / "images"), "--out", str(work / "emb"), "--overwrite", "--batch-size", "8"], env)
+                           *map(str, distinct), "--out", str(embedded), "--overwrite", "--batch-size", "8"], env)
+    if sample < count:
+        shutil.rmtree(work / "emb", ignore_errors=True)
+        tiled_folder(embedded, work / "emb", images, model)
     scorer = ClipScorer.from_pretrained(model, device="cpu", batch_size=8, cache_size=0)
     scorer.similarity(images[:8], texts[:8])  # warm-up on a few (the full workload is minutes on a CPU)
-    direct, rescored = [], []
+    direct, text_pass, rescored = [], [], []
     for repeat in range(repeats):
         start = time.perf_counter()
-        reference = scorer.similarity(images, texts).numpy()
+        reference = scorer.similarity(distinct, texts).numpy()
         direct.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        scorer.text_features(texts)
+        text_pass.append(time.perf_counter() - start)
     for repeat in range(repeats + 1):
         start = time.perf_counter()
         stored = load_embeddings(work / "emb")
         scores = cosine_scores(stored.image, scorer.text_features(texts).float().numpy(), pairs=False)
         if repeat:
             rescored.append(time.perf_counter() - start)
-    error = float(np.abs(scores - reference).max())
-    d, r = statistics.median(direct), statistics.median(rescored)
-    print(f"embed_rescore: {prompts} prompts x {count} images: direct {d:.2f} s, from embeddings {r:.3f} s "
-          f"(max |score difference| {error:.3f}, float16 rows); one-off sdclip embed {embed_seconds:.1f} s")
+    assert stored.images == list(map(str, images)) and scores.shape == (count, prompts)
+    error = float(np.abs(scores - reference[np.arange(count) % sample]).max())
+    measured, text, r = statistics.median(direct), statistics.median(text_pass), statistics.median(rescored)
+    d = text + (measured - text) * count / sample  # the text pass once, the vision tower per image
+    how = "measured" if sample == count else (f"extrapolated from {measured:.2f} s measured on {sample} distinct "
+                                              f"images (text pass {text:.2f} s, then {(measured - text) / sample:.3f}"
+                                              " s per image)")
+    print(f"embed_rescore: {prompts} prompts x {count} images: direct {d:.2f} s ({how}), from embeddings {r:.3f} s "
+          f"measured on {count} rows (max |score difference| {error:.3f}, float16 rows); one-off sdclip embed of "
+          f"{sample} images {embed_seconds:.1f} s")
     return d / r
 
 
@@ -129,6 +187,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--images", type=int, default=None, help="images of embed_rescore (default 1000, quick 200)")
     parser.add_argument("--skip-processes", action="store_true", help="only the embed_rescore workload")
+    parser.add_argument("--direct-sample", type=int, default=None, metavar="M",
+                        help="embed_rescore: run the vision tower on M distinct images only (direct scoring "
+                        "measured on them and extrapolated to --images; the other files are copies of them, "
+                        "re-scored for real). Default: every image, measured")
     options = parser.parse_args()
     from sdclip.testing import random_clip_model, save_clip_folder
 
@@ -137,7 +199,8 @@ def main() -> None:
     print(f"machine: {machine_name('cpu')}; model: random ViT-B/16 shapes, fp32 on the CPU")
     efficiency = None if options.skip_processes else processes(model, work / "p", 16 if options.quick else 32,
                                                                options.repeats)
-    ratio = embed_rescore(model, work / "e", options.images or (200 if options.quick else 1000), 64, options.repeats)
+    ratio = embed_rescore(model, work / "e", options.images or (200 if options.quick else 1000), 64, options.repeats,
+                          options.direct_sample)
     if efficiency is not None:
         print(f"RATIO processes {efficiency:.2f}")
     print(f"RATIO embed_rescore {ratio:.1f}")

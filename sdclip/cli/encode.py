@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..models.sources import DEFAULT_MODEL
+from ..prompts.syntaxes import syntax_names
 from ._common import add_model_options, atomic_write, output_path, prompt_text, stdout
 
 
@@ -15,6 +16,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--negative", default=None, metavar="TEXT", type=prompt_text, help="negative prompt, shared by all prompts")
     parser.add_argument("--clip-skip", type=int, default=None, metavar="N",
                         help="diffusers' clip_skip: 1 = penultimate layer (A1111's 'Clip skip 2')")
+    parser.add_argument("--syntax", default="plain", choices=syntax_names(),
+                        help="prompt syntax: plain (default), a1111 '(cat:1.2)', comfy, compel 'cat++'")
+    parser.add_argument("--weighting", default=None, metavar="MODE",
+                        help="a1111, comfy or multiply (default: the syntax's own)")
+    parser.add_argument("--no-truncate", dest="truncate", action="store_false",
+                        help="encode long prompts in 77-token chunks instead of cutting them")
     parser.add_argument("--max-sequence-length", type=int, default=None, metavar="N",
                         help="SD3 / Flux: T5's tokens (default: the pipeline's, 256 / 512)")
     parser.add_argument("--t5-tokenizer", default=None, metavar="FOLDER",
@@ -29,14 +36,17 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save
 
     from ..conditioning.conditioner import TextConditioner
+    from ..inspection.api import check_options
 
+    check_options(args.syntax, args.weighting)  # before minutes of model loading
     out = output_path(args.out, suffixes=(".safetensors",))
     cond = TextConditioner.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
         local_files_only=True if args.offline else None, t5_tokenizer=args.t5_tokenizer,
     )
     mmdit = cond.family is not None
-    result = cond.encode(args.prompts, args.negative, clip_skip=args.clip_skip,
+    result = cond.encode(args.prompts, args.negative, clip_skip=args.clip_skip, syntax=args.syntax,
+                         truncate=args.truncate, weighting=args.weighting,
                          **({"max_sequence_length": args.max_sequence_length} if mmdit else {}))  # fmt: skip
     names = ["prompt_embeds", "pooled_prompt_embeds"]
     if args.negative is not None:

@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
         texts += dict.fromkeys(text for *_, text in scheduled.entries)  # the tokens of each distinct text
     for prompt in texts:
         tokens = tokenize_prompt(prompt, tokenizer, syntax=args.syntax, truncate=not args.no_truncate)
-        if t5 is not None:  # SD3 / Flux: T5's tokens follow, chunk "t5"
+        if t5 is not None:  # SD3 / Flux: T5's tokens follow, chunk "t5" (compel's .and() windows: "t5.1" ...)
             length = args.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH[t5[1]]
-            tokens += [replace(t, chunk="t5") for t in list_t5_tokens(t5_tokens(prompt, t5[0], syntax=args.syntax,
-                                                                                max_length=length), t5[0])]
+            listed = list_t5_tokens(t5_tokens(prompt, t5[0], syntax=args.syntax, max_length=length), t5[0])
+            tokens += [replace(t, chunk=f"t5.{t.chunk}" if t.chunk else "t5") for t in listed]
         cut = sum(token.truncated for token in tokens)
         title = f"{prompt!r}: {len(tokens) - cut} tokens" + (f", {cut} past the limit (dropped)" if cut else "")
         table = Table(title=Text(title))  # Text: brackets and :name: in a prompt are not markup or emoji

@@ -9,6 +9,10 @@ axis (``(B, 77·k + L, 4096)``); pooled = both projected ``text_embeds`` side by
 Without T5 its part is zeros, as diffusers. Flux (``FluxPipeline.encode_prompt``): T5's states are
 ``prompt_embeds`` (``(B, L, 4096)``), CLIP-L's pooler output (unprojected) is the pooled vector (``(B, 768)``),
 ``text_ids`` is zeros ``(L, 3)``.
+
+``syntax="compel"``: T5 gets compel's math too, as ``CompelForFlux`` applies it to T5 (weights, masked
+downweighting, blends; ``.and()`` concatenates one ``L``-token window per part), so T5's part may be
+``m·L`` long; prompts and negatives are padded to a common length with the empty text's window.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..prompts.syntaxes import get_syntax
 from ..prompts.truncation import warn_truncated
+from .compel_math import encode_combined_t5
 from .core import assemble_texts
 from .t5 import encode_t5_texts
 
@@ -85,6 +91,13 @@ def encode_mmdit(
     def t5_side(texts: list[str]) -> dict | None:
         if cond.t5 is None:
             return None
+        structure = get_syntax(settings.syntax).structured
+        if structure is not None:  # compel's math on T5 too, as CompelForFlux (see compel_math)
+            return encode_combined_t5(
+                cond.t5.model, cond.t5.tokenizer, texts, structure=structure, max_length=max_sequence_length,
+                device=cond.device, truncated=t5_truncated, cache=None if cond.trainable else cond._cache,
+                cache_key=t5_key,
+            )  # fmt: skip
         return encode_t5_texts(
             cond.t5.model, cond.t5.tokenizer, texts, syntax=settings.syntax, weighting=settings.weighting,
             max_length=max_sequence_length, device=cond.device, truncated=t5_truncated,
@@ -109,6 +122,8 @@ def encode_mmdit(
                        hint="pass a larger max_sequence_length to keep it")  # fmt: skip
     n_chunks = max(len(entries[text][2]) for (texts, _), side in zip(sides, encoded_clip, strict=True)
                    for i, entries in enumerate(side) for text in texts[i])  # fmt: skip
+    t5_length = max((len(side[text][1]) for (texts, _), side in zip(sides, encoded_t5, strict=True)
+                     if side is not None for text in texts[n_clip]), default=max_sequence_length)  # fmt: skip
     out = []
     for (texts, _), clip_side, t5_side in zip(sides, encoded_clip, encoded_t5, strict=True):
         hidden, _, ids = assemble_texts([(texts[i], clip_side[i]) for i in range(n_clip)], n_chunks, repeats)
@@ -119,8 +134,8 @@ def encode_mmdit(
             t5_ids = torch.full((hidden.shape[0], max_sequence_length), -1, dtype=torch.long, device=hidden.device)
             t5_rows = ()
         else:
-            t5_hidden = torch.stack([t5_side[text][0] for text in texts[n_clip]]).repeat_interleave(repeats, dim=0)
-            t5_ids = torch.stack([t5_side[text][1] for text in texts[n_clip]]).repeat_interleave(repeats, dim=0)
+            t5_hidden, t5_ids = (torch.stack(rows).repeat_interleave(repeats, dim=0)
+                                 for rows in zip(*(_t5_padded(t5_side, text, t5_length) for text in texts[n_clip])))
             t5_rows = tuple(t5_side[text][2] for text in texts[n_clip] for _ in range(repeats))
         chunks = tuple(clip_side[0][text][3] for text in texts[0] for _ in range(repeats))
         if family == "sd3":
@@ -151,6 +166,19 @@ def _t5_without_embeddings(
     if texts is None or not known:
         return texts
     return [*texts[:-1], [expand_textual_inversion(text, known, syntax=settings.syntax) for text in texts[-1]]]
+
+
+def _t5_padded(entries: dict, text: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One text's T5 ``(hidden (length, H), ids (length,))``: a compel ``.and()`` makes T5's part longer
+    (one window per part), so shorter ones get the empty text's windows after them, as compel pads."""
+    import torch
+
+    hidden, ids = entries[text][:2]
+    if len(ids) < length:
+        extra = (length - len(ids)) // len(entries[None][1])
+        hidden = torch.cat([hidden, entries[None][0].repeat(extra, 1)])
+        ids = torch.cat([ids, entries[None][1].repeat(extra)])
+    return hidden, ids
 
 
 def mmdit_negative_settings(settings: EncodeSettings, clip_skip_negative: str) -> EncodeSettings:

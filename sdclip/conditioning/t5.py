@@ -11,6 +11,8 @@ sd_embed do) and its tokens carry its weight; ``</s>`` and padding carry 1.0. Th
 ``h = e + (h - e) * w`` with ``e`` the encoding of the empty text (``</s>`` then ``<pad>``, ComfyUI's
 ``gen_empty_tokens`` for T5, which has no start token); ``weighting="a1111"`` maps to sd_embed's rule for
 T5, ``h = h * w`` (no mean restoration: sd_embed restores no mean for T5), as does ``"multiply"``.
+``syntax="compel"`` follows compel's rule for T5 instead (``CompelForFlux``: masked downweighting, blends,
+one window per ``.and()`` part), in :func:`sdclip.conditioning.compel_math.encode_combined_t5`.
 Two departures from sd_embed: the sequence is padded to ``max_sequence_length`` like diffusers' (sd_embed
 encodes the unpadded tokens), and ``</s>`` comes once at the end (sd_embed tokenizes every run with its own).
 """
@@ -18,11 +20,11 @@ encodes the unpadded tokens), and ``</s>`` comes once at the end (sd_embed token
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptError
-from ..prompts.parsed import Run
+from ..prompts.parsed import Blend, Run
 from ..prompts.syntaxes import get_syntax
 from ..prompts.tokens import PromptToken
 from .cached import split_cached
@@ -31,7 +33,8 @@ from .weighting import apply_weights
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["T5Tokens", "T5_WEIGHTING", "empty_t5_ids", "encode_t5_texts", "list_t5_tokens", "run_t5", "t5_tokens"]
+__all__ = ["T5Tokens", "T5_WEIGHTING", "empty_t5_ids", "encode_t5_texts", "list_t5_tokens", "run_t5", "t5_tokens",
+           "t5_window"]
 
 T5_WEIGHTING = {"a1111": "multiply", "comfy": "comfy", "multiply": "multiply", None: None}
 """The rule T5 uses for each CLIP weighting mode (see the module)."""
@@ -46,36 +49,65 @@ class T5Tokens:
         weights: one per id (1.0 at ``</s>`` and padding).
         length: how many ids are not padding (``</s>`` included).
         truncated_text: what was cut to fit, else None.
+        windows: compel's ``.and()``: each part's own window (``ids`` is them one after the other;
+            ``length`` is the first's); empty otherwise.
     """
 
     ids: tuple[int, ...]
     weights: tuple[float, ...]
     length: int
     truncated_text: str | None = None
+    windows: tuple[T5Tokens, ...] = ()
 
 
 def t5_tokens(text: str, tokenizer: Any, *, syntax: str = "plain", max_length: int = 256) -> T5Tokens:
     """``text`` as T5 token ids and weights, padded or cut to ``max_length`` as diffusers does.
+
+    A compel ``.and()`` (a syntax with ``structured`` prompts) gives one window per part, as compel's
+    T5 reads it: ``ids`` and ``weights`` are the windows one after the other, ``windows`` each of them.
 
     Example:
         >>> from sdclip.testing_mmdit import tiny_t5_tokenizer
         >>> tokens = t5_tokens("a (cat:1.5)", tiny_t5_tokenizer(), syntax="a1111", max_length=5)
         >>> tokens.ids, tokens.weights, tokens.length
         ((4, 12, 1, 0, 0), (1.0, 1.5, 1.0, 1.0, 1.0), 3)
+        >>> t5_tokens('("a cat", "a").and()', tiny_t5_tokenizer(), syntax="compel", max_length=3).ids
+        (4, 12, 1, 4, 1, 0)
     """
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise PromptError(f"max_sequence_length: expected an integer >= 1, got {max_length!r}")
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     if syntax == "plain":
-        ids = list(tokenizer(text, add_special_tokens=False).input_ids)
-        weights = [1.0] * len(ids)
-    else:
-        ids, weights = [], []
-        for item in get_syntax(syntax).parse(text).items:
-            if isinstance(item, Run) and item.text:
-                run = tokenizer(item.text, add_special_tokens=False).input_ids
-                ids += run
-                weights += [float(item.weight)] * len(run)
+        return t5_window([(text, 1.0)], tokenizer, max_length)
+    structure = get_syntax(syntax).structured
+    if structure is None:
+        items = get_syntax(syntax).parse(text).items
+        return t5_window([(item.text, item.weight) for item in items if isinstance(item, Run)], tokenizer, max_length)
+    windows = tuple(t5_window([(item.text, item.weight) for item in (part.parts[0] if isinstance(part, Blend) else part).items
+                             if isinstance(item, Run)], tokenizer, max_length)
+                    for part in structure(text).parts)  # fmt: skip
+    if len(windows) == 1:
+        return windows[0]
+    cut = " ".join(window.truncated_text for window in windows if window.truncated_text) or None
+    return T5Tokens(tuple(i for w in windows for i in w.ids), tuple(x for w in windows for x in w.weights),
+                    windows[0].length, cut, windows)  # fmt: skip
+
+
+def t5_window(runs: list[tuple[str, float]], tokenizer: Any, max_length: int) -> T5Tokens:
+    """One ``max_length`` window of ``(text, weight)`` runs, each tokenized on its own: the runs' tokens
+    (cut to ``max_length - 1``), ``</s>``, then padding.
+
+    Example:
+        >>> from sdclip.testing_mmdit import tiny_t5_tokenizer
+        >>> t5_window([("a", 1.0), ("cat dog", 0.5)], tiny_t5_tokenizer(), 4)
+        T5Tokens(ids=(4, 12, 13, 1), weights=(1.0, 0.5, 0.5, 1.0), length=4, truncated_text=None, windows=())
+    """
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ids, weights = [], []
+    for run_text, weight in runs:
+        if run_text:
+            run = tokenizer(run_text, add_special_tokens=False).input_ids
+            ids += run
+            weights += [float(weight)] * len(run)
     truncated = None
     if len(ids) > max_length - 1:
         truncated = tokenizer.decode(ids[max_length - 1 :])
@@ -87,7 +119,8 @@ def t5_tokens(text: str, tokenizer: Any, *, syntax: str = "plain", max_length: i
 
 def list_t5_tokens(tokens: T5Tokens, tokenizer: Any) -> list[PromptToken]:
     """T5's tokens as ``PromptToken`` (chunk 0; T5's own ids): the text's and ``</s>``, not the padding, then
-    the truncated ones, flagged, at the positions they would have had.
+    the truncated ones, flagged, at the positions they would have had. compel's ``.and()`` windows are
+    chunks 0, 1, ...
 
     Example:
         >>> from sdclip.testing_mmdit import tiny_t5_tokenizer
@@ -95,6 +128,9 @@ def list_t5_tokens(tokens: T5Tokens, tokenizer: Any) -> list[PromptToken]:
         >>> [(t.text, t.id, t.truncated) for t in list_t5_tokens(t5_tokens("a cat dog", tokenizer, max_length=3), tokenizer)]
         [('▁a', 4, False), ('▁cat', 12, False), ('</s>', 1, False), ('▁dog', 13, True)]
     """
+    if tokens.windows:  # compel's .and(): window k's tokens as chunk k
+        return [replace(token, chunk=k) for k, window in enumerate(tokens.windows)
+                for token in list_t5_tokens(window, tokenizer)]  # fmt: skip
     kept = list(tokens.ids[: tokens.length])
     listed = [PromptToken(name, token_id, 0, position, tokens.weights[position])
               for position, (name, token_id) in enumerate(zip(tokenizer.convert_ids_to_tokens(kept), kept))]  # fmt: skip

@@ -4,13 +4,15 @@ The same result types as for CLIP's rows (``EmbeddingReport``, ``Comparison``, `
 way Flux uses its tensors:
 
 - per-token statistics (norm, cosine to the empty text at the same row, neighbours) are over T5's rows of
-  ``prompt_embeds``, labelled with T5's own token strings and ids (``list_t5_tokens``: chunk 0, position = row);
+  ``prompt_embeds``, labelled with T5's own token strings and ids (``list_t5_tokens``: chunk 0, position = row;
+  compel's ``.and()`` gives one ``max_sequence_length`` window per part, chunk k, row ``k * window + position``);
   neighbours come from T5's input-embedding table;
 - ``cos_pooled`` measures against T5's ``</s>`` row (``pooled_reference="t5_eos_hidden_state"``): CLIP-L's pooled
   vector lives in another space (768 wide, not T5's), and T5 has no pooled output of its own;
 - ``Comparison.pooled_cosine`` is the cosine of the two CLIP-L pooled vectors (``pooled_prompt_embeds``), the
-  vector the pipeline pools; the per-position cosines run over T5's rows up to the longer prompt's ``</s>``
-  (the padding after it is the same ``<pad>`` for both and would swamp the mean at 512 rows).
+  vector the pipeline pools; the per-position cosines run over T5's rows up to the longer prompt's (last) ``</s>``
+  (the padding after it is the same ``<pad>`` for both and would swamp the mean at 512 rows), within the rows
+  both prompts have.
 """
 
 from __future__ import annotations
@@ -47,8 +49,18 @@ def _t5_tokens(cond: Any, result: Conditioning) -> list[PromptToken]:
     return list_t5_tokens(result.t5_tokens[0], cond.t5.tokenizer)
 
 
-def _kept(listed: list[PromptToken]) -> list[tuple[PromptToken, int]]:
-    return [(t, t.position) for t in listed if not t.truncated]
+def _kept(listed: list[PromptToken], tokens: Any) -> list[tuple[PromptToken, int]]:
+    """The tokens T5 sees with their row: ``window * window length + position`` (compel's ``.and()`` gives one
+    ``max_sequence_length`` window per part, listed as chunks 0, 1, ...; otherwise one window)."""
+    width = len(tokens.windows[0].ids) if tokens.windows else len(tokens.ids)
+    return [(t, t.chunk * width + t.position) for t in listed if not t.truncated]
+
+
+def _rows_seen(tokens: Any) -> int:
+    """How many rows reach the last window's ``</s>`` (padding after it not counted)."""
+    if not tokens.windows:
+        return tokens.length
+    return len(tokens.ids) - len(tokens.windows[-1].ids) + tokens.windows[-1].length
 
 
 def flux_embedding_report(cond: Any, prompt: str, *, k: int, options: dict[str, Any]) -> EmbeddingReport:
@@ -63,9 +75,9 @@ def flux_embedding_report(cond: Any, prompt: str, *, k: int, options: dict[str, 
 
     result = cond.encode(prompt, "", **options)  # the empty text as the negative: its rows in the same call
     listed = _t5_tokens(cond, result)
-    kept = _kept(listed)
+    kept = _kept(listed, result.t5_tokens[0])
     hidden, empty = result.prompt_embeds[0].float(), result.negative_prompt_embeds[0].float()  # (L, W)
-    eos = result.t5_tokens[0].length - 1  # </s> closes the kept tokens
+    eos = result.t5_tokens[0].length - 1  # </s> closes the (first window's) kept tokens
     rows = torch.tensor([row for _, row in kept], dtype=torch.long, device=hidden.device)
     with torch.inference_mode():
         states = hidden[rows]  # (T, W)
@@ -81,7 +93,7 @@ def flux_embedding_report(cond: Any, prompt: str, *, k: int, options: dict[str, 
         i = next(seen)
         stats.append(TokenStats(t.text, t.id, t.chunk, t.position, t.weight, False, kept[i][1], norms[i], cos_eos[i],
                                 cos_empty[i], neighbours[i]))  # fmt: skip
-    return EmbeddingReport(prompt, stats, T5_REFERENCE, hidden.shape[-1], 1)
+    return EmbeddingReport(prompt, stats, T5_REFERENCE, hidden.shape[-1], max(1, len(result.t5_tokens[0].windows)))
 
 
 def flux_token_similarity(cond: Any, prompt: str, *, options: dict[str, Any]) -> SimilarityMatrix:
@@ -94,7 +106,7 @@ def flux_token_similarity(cond: Any, prompt: str, *, options: dict[str, Any]) ->
     import torch
 
     result = cond.encode(prompt, **options)
-    kept = _kept(_t5_tokens(cond, result))
+    kept = _kept(_t5_tokens(cond, result), result.t5_tokens[0])
     with torch.inference_mode():
         states = torch.nn.functional.normalize(result.prompt_embeds[0, [row for _, row in kept]].float(), dim=-1)
         values = (states @ states.T).tolist()  # (T, T)
@@ -112,9 +124,9 @@ def flux_compare(cond: Any, prompt_a: str, prompt_b: str, *, options: dict[str, 
     import torch
 
     encoded = [cond.encode(p, **options) for p in (prompt_a, prompt_b)]
-    kept = [_kept(_t5_tokens(cond, result)) for result in encoded]
-    length = max(result.t5_tokens[0].length for result in encoded)  # through the longer prompt's </s>
+    kept = [_kept(_t5_tokens(cond, result), result.t5_tokens[0]) for result in encoded]
     a, b = (result.prompt_embeds[0].float() for result in encoded)  # (L, W)
+    length = min(max(_rows_seen(result.t5_tokens[0]) for result in encoded), a.shape[0], b.shape[0])
     with torch.inference_mode():
         pooled = float(cosine(encoded[0].pooled_prompt_embeds[0], encoded[1].pooled_prompt_embeds[0]))
         position_cosine = cosine(a[:length], b[:length]).tolist()

@@ -211,7 +211,7 @@ class EmbeddingReport(Renderable):
             in a projected space of another meaning (CLIPTextModelWithProjection, SDXL) or another
             layer (clip skip); ``"t5_eos_hidden_state"`` (Flux, whose rows are T5's) is T5's ``</s>`` row.
         hidden_size: width H of the hidden states.
-        n_chunks: k, the number of 77-token chunks (1 for Flux's T5 rows).
+        n_chunks: k, the number of 77-token chunks (Flux's T5 rows: 1, or compel's ``.and()`` windows).
     """
 
     prompt: str

@@ -48,6 +48,33 @@ def test_encode_without_negative_writes_the_prompt_pair(tmp_path, pipeline_folde
     assert set(load_file(str(out))) == {"prompt_embeds", "pooled_prompt_embeds"}
 
 
+@pytest.mark.parametrize(("syntax", "prompt", "weighting"), [
+    ("a1111", "a (red:1.3) cat, " + "very " * 80 + "[blurry]", None),
+    ("comfy", "a (red:1.3) cat, " + "very " * 80 + "[blurry]", "a1111"),
+    ("compel", '("a red cat++ with fur", "a dog").blend(0.7, 0.3)', None),
+])
+def test_encode_reads_the_prompt_syntax_and_keeps_long_prompts(tmp_path, pipeline_folder, conditioner, syntax,
+                                                               prompt, weighting):
+    """The CLI passes --syntax / --weighting / --no-truncate through: the file holds what the API gives
+    (whose numbers the conditioning tests compare with A1111, ComfyUI and compel)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "e.safetensors"
+    argv = ["encode", prompt, "--syntax", syntax, "--no-truncate", "--model", str(pipeline_folder), "--out", str(out)]
+    assert main(argv + (["--weighting", weighting] if weighting else [])) == 0
+    expected = conditioner.encode(prompt, syntax=syntax, truncate=False, weighting=weighting)
+    tensors = load_file(str(out))
+    assert tensors["prompt_embeds"].shape == expected.prompt_embeds.shape
+    assert torch.equal(tensors["prompt_embeds"], expected.prompt_embeds)
+    assert not torch.equal(tensors["prompt_embeds"][:, :77], conditioner.encode(prompt).prompt_embeds)
+
+
+def test_encode_refuses_an_unknown_weighting_before_loading_the_model(capsys):
+    assert main(["encode", "a", "--weighting", "loud", "--model", "/no/such/model", "--out", "x.safetensors"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sdclip encode: error: weighting: expected None or one of 'a1111', 'comfy', 'multiply', got 'loud'")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

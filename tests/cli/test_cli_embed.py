@@ -1,9 +1,10 @@
 """``sdclip embed`` and ``sdclip score --embeddings``: stored rows score as the vision tower does (float16
-tolerance), one-line refusals, and a 2-process run equal to a single-process one."""
+tolerance), one-line refusals, a 2-process run equal to a single-process one, and a SIGKILLed rank resumed."""
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 from sdclip.cli import main
 from sdclip.scoring.embeddings import load_embeddings
 
-from test_cli_score_sharded import env, pairs_file  # tests/cli is on sys.path (no __init__.py)
+from _launch import env, pairs_file, sigkill_mid_share, torchrun, whole_lines  # tests/cli: on sys.path
 
 
 def scores(path):
@@ -67,3 +68,44 @@ def test_two_process_embed_equals_one_process(tiny_clip_folder, tmp_path):
     assert one.metadata.equals(two.metadata)
     np.testing.assert_allclose(two.image.astype(np.float32), one.image.astype(np.float32), atol=2e-3)
     np.testing.assert_allclose(two.text.astype(np.float32), one.text.astype(np.float32), atol=2e-3)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_the_single_process_folder(tiny_clip_folder, tmp_path):
+    """torchrun's rank 1 of 2 is SIGKILLed after its first committed batch; one process resumes the rest.
+
+    The folder then equals a single-process run: the same metadata rows in the same order (each pair once),
+    the embeddings within 1e-3 (float16 rows of fp32 features computed in other batches).
+    """
+    from sdclip.scoring.embed_parts import parts_folder
+    from sdclip.scoring.embeddings import MANIFEST
+
+    pairs = pairs_file(tmp_path / "data", 24, size=900)  # 12 big images per rank: the kill lands mid-share
+    out = tmp_path / "run"
+    command = ["-m", "sdclip", "embed", "--model", str(tiny_clip_folder), "--pairs", str(pairs), "--out", str(out),
+               "--batch-size", "1"]
+    job = subprocess.Popen(torchrun("--standalone", "--nproc_per_node", "2", *command, "--workers", "1"),
+                           env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = [parts_folder(out) / f"part-{rank:05d}-of-00002.jsonl" for rank in (0, 1)]
+    written = sigkill_mid_share(job, rank=1, committed=lambda: whole_lines(lines[1]), share=12)
+    assert not (out / MANIFEST).exists()
+    kept = [[json.loads(line) for line in path.read_text().splitlines()] for path in lines]
+    assert len(kept[1]) == written  # the JSON lines are whole: each is one committed row
+    rows = {(row["image"], row["prompt"]) for row in kept[0] + kept[1]}
+    assert len(rows) == len(kept[0]) + written  # no pair in two parts
+    already = len(rows)
+    resumed = subprocess.run([sys.executable, *command, "--resume"], env=env(), capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # every committed row is kept and nothing else: no image embedded twice, none skipped
+    assert f"{already} images already embedded, {24 - already} to go on 1 process(es)" in " ".join(
+        resumed.stderr.split())
+    assert not parts_folder(out).exists()
+    assert main(["embed", "--pairs", str(pairs), "--out", str(tmp_path / "one"), "--model", str(tiny_clip_folder),
+                 "--device", "cpu", "--batch-size", "2"]) == 0
+    got, want = load_embeddings(out), load_embeddings(tmp_path / "one")
+    assert got.metadata.equals(want.metadata)  # image_path, prompt, shard, row, error: same rows, same order
+    assert got.images == [str(pairs.parent / f"img{index:02d}.png") for index in range(24)]
+    assert got.image.dtype == np.float16 and got.image.shape == want.image.shape == (24, 96)
+    np.testing.assert_allclose(got.image.astype(np.float32), want.image.astype(np.float32), atol=1e-3)
+    np.testing.assert_allclose(got.text.astype(np.float32), want.text.astype(np.float32), atol=1e-3)

@@ -44,3 +44,15 @@ def test_tokens_lists_t5_tokens_with_their_ids(capsys, sd3_pipeline_folder, sd3_
     names = sd3_pipe.tokenizer_3.convert_ids_to_tokens(ids)
     assert "▁photo" in out and str(ids[1]) in out and names[-1] == "</s>"
     assert "3 past the limit (dropped)" in out  # T5 keeps 2 tokens and </s> of 5 + </s>
+
+
+def test_tokens_lists_compel_conjunction_windows(capsys, sd3_pipeline_folder, sd3_pipe):
+    """compel's .and() gives T5 one window per part (see conditioning/compel_math): chunks t5 and t5.1."""
+    argv = ["tokens", '("a cat", "a dog").and()', "--syntax", "compel", "--model", str(sd3_pipeline_folder),
+            "--max-sequence-length", "4"]  # fmt: skip
+    assert main(argv) == 0
+    rows = [line.split("│")[1:4] for line in capsys.readouterr().out.splitlines() if "▁" in line or "</s>" in line]
+    dog = sd3_pipe.tokenizer_3("a dog").input_ids
+    assert [(c.strip(), p.strip()) for c, p, _ in rows] == [("t5", "0"), ("t5", "1"), ("t5", "2"), ("t5.1", "0"),
+                                                           ("t5.1", "1"), ("t5.1", "2")]  # fmt: skip
+    assert [t.strip() for _, _, t in rows[3:]] == sd3_pipe.tokenizer_3.convert_ids_to_tokens(dog)

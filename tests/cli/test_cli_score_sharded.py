@@ -3,60 +3,20 @@ and 2 simulated machines x 2 processes. The reference is a single-process run of
 
 from __future__ import annotations
 
-import csv
 import io
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from sdclip.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+from _launch import env, free_port, pairs_file, read, sigkill_mid_share, torchrun, whole_lines  # tests/cli: on sys.path
+
 pytestmark = pytest.mark.slow  # each process imports torch and transformers: seconds per start
-
-
-def env() -> dict:
-    return {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
-            "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", *args]
-
-
-def pairs_file(folder: Path, count: int, *, size: int = 64) -> Path:
-    """``count`` images (noise on a flat colour, ``size`` px) and a CSV giving each one of two prompts."""
-    rs = np.random.RandomState(1)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for index in range(count):
-        image = Image.new("RGB", (size, size), tuple(int(v) for v in rs.randint(0, 256, 3)))
-        image.paste(Image.fromarray(rs.randint(0, 256, (48, 48, 3), dtype=np.uint8)), (index % 16, 0))
-        image.save(folder / f"img{index:02d}.png", compress_level=1)
-        rows.append((f"img{index:02d}.png", "a red square" if index % 2 else "a photo of noise"))
-    path = folder / "pairs.csv"
-    with path.open("w", newline="") as file:
-        csv.writer(file).writerows([("image", "prompt"), *rows])
-    return path
-
-
-def read(path: Path) -> list[dict]:
-    return list(csv.DictReader(path.open()))
 
 
 def assert_same_rows(got: Path, want: Path) -> None:
@@ -85,49 +45,44 @@ def test_processes_shortcut_merges_to_the_single_process_output(tiny_clip_folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "one.csv", "two.csv"]  # parts cleaned up
 
 
-def _worker(launcher: int, rank: int) -> int | None:
-    """The pid of the worker with ``RANK=rank`` started (at any depth) by ``launcher``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if f"RANK={rank}".encode() in environ and parent == launcher:
-            return int(entry.name)
-    return None
+def kill_then_resume(tiny_clip_folder, inputs: list[str], out: Path, *, share: int, total: int) -> None:
+    """torchrun's rank 1 of 2 is SIGKILLed after its first flushed batch; one process resumes the rest."""
+    command = ["-m", "sdclip", "score", "--model", str(tiny_clip_folder), *inputs, "--out", str(out)]
+    job = subprocess.Popen(torchrun("--standalone", "--nproc_per_node", "2", *command, "--batch-size", "1",
+                                    "--workers", "1"),
+                           env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    parts = [out.with_name(f"{out.stem}.part-{rank:05d}-of-00002{out.suffix}") for rank in (0, 1)]
+    written = sigkill_mid_share(job, rank=1, committed=lambda: max(whole_lines(parts[1]) - 1, 0), share=share)
+    assert not out.exists()
+    assert written == len(read(parts[1]))  # the CSV reader agrees with the line count: no half row
+    already = len(read(parts[0])) + written
+    resumed = subprocess.run([sys.executable, *command, "--batch-size", "1", "--resume"],
+                             env=env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # every committed row is kept, nothing else is: no pair scored twice, none skipped
+    said = " ".join(resumed.stderr.split())
+    assert f"{already} pairs already scored, {total - already} to go on 1 process(es)" in said
+    assert not list(out.parent.glob(f"{out.stem}.part-*"))
 
 
 def test_sigkill_mid_run_then_resume_on_one_process_gives_the_same_output(tiny_clip_folder, tmp_path):
-    """torchrun's rank 1 is killed after its first flushed batch; the job stops; one process resumes the rest."""
-    pairs = pairs_file(tmp_path / "data", 24, size=900)  # big images, 12 per rank: the kill lands mid-share
-    out = tmp_path / "run.csv"
-    job = subprocess.Popen(torchrun("--standalone", "--nproc_per_node", "2", "-m", "sdclip", "score", "--model",
-                                    str(tiny_clip_folder), "--pairs", str(pairs), "--out", str(out),
-                                    "--batch-size", "1", "--workers", "1"),
-                           env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    part = tmp_path / "run.part-00001-of-00002.csv"
-    deadline = time.monotonic() + 90
-    while not (part.is_file() and len(part.read_text().splitlines()) >= 2):  # rank 1 flushed its first batch
-        assert job.poll() is None and time.monotonic() < deadline, "the job ended before rank 1 wrote a row"
-        time.sleep(0.01)
-    victim = _worker(job.pid, 1)
-    assert victim is not None
-    os.kill(victim, signal.SIGKILL)
-    job.communicate(timeout=60)
-    assert job.returncode != 0 and not out.exists()
-    written = len(read(part))
-    assert 1 <= written < 12  # killed mid-share (rank 1 has 12 pairs)
-    already = len(read(tmp_path / "run.part-00000-of-00002.csv")) + written
-    resumed = subprocess.run([sys.executable, "-m", "sdclip", "score", "--model", str(tiny_clip_folder), "--pairs",
-                              str(pairs), "--out", str(out), "--batch-size", "1", "--resume"],
-                             env=env(), capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{already} pairs already scored, {24 - already} to go on 1 process(es)" in " ".join(resumed.stderr.split())
-    assert_same_rows(out, single(tiny_clip_folder, pairs, tmp_path / "one.csv"))
-    assert not list(tmp_path.glob("run.part-*"))
+    """Image files: rank 1's 12 big images take long enough that the kill lands mid-share."""
+    pairs = pairs_file(tmp_path / "data", 24, size=900)
+    kill_then_resume(tiny_clip_folder, ["--pairs", str(pairs)], tmp_path / "run.csv", share=12, total=24)
+    assert_same_rows(tmp_path / "run.csv", single(tiny_clip_folder, pairs, tmp_path / "one.csv"))
+
+
+def test_sigkill_mid_run_then_resume_on_webdataset_shards(tiny_clip_folder, tmp_path):
+    """The same on 2 tar shards (rank 1's share is the second tar, streamed and decoded ahead in chunks)."""
+    tars = [str(tar) for tar in webdataset(pairs_file(tmp_path / "data", 24, size=900), 2)]
+    kill_then_resume(tiny_clip_folder, ["--webdataset", *tars], tmp_path / "run.csv", share=12, total=24)
+    reference = tmp_path / "one.csv"
+    assert main(["score", "--model", str(tiny_clip_folder), "--webdataset", *tars, "--out", str(reference),
+                 "--device", "cpu", "--batch-size", "2"]) == 0
+    rows = read(tmp_path / "run.csv")
+    assert len({row["image"] for row in rows}) == len(rows) == 24 and all(row["image"].startswith(tuple(tars))
+                                                                          for row in rows)
+    assert_same_rows(tmp_path / "run.csv", reference)
 
 
 def webdataset(pairs: Path, shards: int) -> list[Path]:

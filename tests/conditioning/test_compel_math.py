@@ -151,3 +151,28 @@ def test_long_prompts_chunk_as_a1111(sd):
     assert out.prompt_embeds.shape[1] == 77 * len(out.prompt_chunks[0].chunks) > 77
     with pytest.warns(Warning, match="truncat"):
         cond.encode(text + " unique", syntax="compel")
+
+
+@pytest.mark.parametrize("n_vectors", [pytest.param(1, marks=pytest.mark.slow), 3])
+def test_textual_inversion_names_encode_as_compel_with_diffusers_manager(tmp_path, n_vectors, sd):
+    """An embedding named in compel syntax: sdclip's load_textual_inversion vs diffusers'
+    ``pipe.load_textual_inversion`` + compel's ``DiffusersTextualInversionManager`` (which expands a
+    multi-vector name to ``tok tok_1 ...`` per fragment, as diffusers' ``maybe_convert_prompt``)."""
+    from compel import DiffusersTextualInversionManager
+    from safetensors.torch import save_file
+
+    from sdclip.testing import tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline()  # its own: diffusers' load_textual_inversion changes the pipeline in place
+    cond = TextConditioner.from_pipeline(pipe)
+    path = tmp_path / "my-token.safetensors"
+    save_file({"emb_params": torch.randn(n_vectors, 128, generator=torch.Generator().manual_seed(3))}, str(path))
+    cond.load_textual_inversion(path, token="<my-token>")
+    pipe.load_textual_inversion(str(path), token="<my-token>")
+    reference = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,
+                       textual_inversion_manager=DiffusersTextualInversionManager(pipe))
+    prompts = ["a photo of <my-token>++", "a cat, (<my-token> style)0.5", '("<my-token>", "a dog--").blend(0.6, 0.4)',
+               '("a cat", "<my-token>").and()']  # fmt: skip
+    _check(cond, reference, prompts)
+    without = sd[0].encode(prompts[0], syntax="compel").prompt_embeds  # the same weights, no embedding
+    assert (cond.encode(prompts[0], syntax="compel").prompt_embeds - without).abs().max() > 1e-3  # the name mattered
