@@ -73,6 +73,19 @@ def test_embedding_report_flags_what_t5_cut(flux, flux_pipe):
     assert all(t.norm is None and t.index is None for t in cut) and seen[-1].index == 511
 
 
+def test_embedding_report_reads_compel_and_windows(flux, flux_pipe):
+    from compel.convenience_wrappers import CompelForFlux
+
+    prompt = '("a cat", "a dog").and()'  # compel: one 512-row T5 window per part
+    with torch.inference_mode():
+        embeds = CompelForFlux(flux_pipe)(prompt).embeds[0].double()  # (1024, 384)
+    report = embedding_report(flux, prompt, syntax="compel", k=0)
+    assert [(t.text, t.chunk, t.index) for t in report.tokens] == [
+        ("▁a", 0, 0), ("▁cat", 0, 1), ("</s>", 0, 2), ("▁a", 1, 512), ("▁dog", 1, 513), ("</s>", 1, 514)]
+    assert report.n_chunks == 2
+    assert max(abs(t.norm - float(embeds[t.index].norm())) for t in report.tokens) < TOL
+
+
 def test_compare_pools_clip_l_and_aligns_t5_rows(flux, flux_pipe):
     a, b = "a cat", "a red cat painting"
     embeds, pooled = flux_reference(flux_pipe, [a, b])
