@@ -1,8 +1,8 @@
 """Root fixtures: the names the package's docstring examples use, so ``--doctest-modules`` runs them.
 
 The examples show structure on tiny random models (the real tokenizer, random weights); ``cond`` is an
-SD 1.x ``TextConditioner``, ``sdxl`` an SDXL one, ``pipe`` a tiny ``StableDiffusionPipeline``. Each is
-built once, on first use.
+SD 1.x ``TextConditioner``, ``sdxl`` an SDXL one, ``flux_cond`` a Flux one, ``pipe`` a tiny
+``StableDiffusionPipeline``. Each is built once, on first use.
 """
 
 from __future__ import annotations
@@ -30,17 +30,21 @@ def _tiny(name: str):
         return TextConditioner.from_pipeline(_tiny("pipe"))
     if name == "sdxl":
         return TextConditioner.from_pipeline(tiny_sdxl_pipeline())
+    if name == "flux_cond":  # a Flux conditioner (CLIP-L pooled, T5 rows)
+        from sdclip.testing_mmdit import tiny_flux_pipeline
+
+        return TextConditioner.from_pipeline(tiny_flux_pipeline())
     raise KeyError(name)
 
 
 @pytest.fixture(autouse=True)
 def _doctest_models(request, doctest_namespace):
-    """Give docstring examples ``cond``, ``sdxl`` and ``pipe``, built only for examples that use them."""
+    """Give docstring examples ``cond``, ``sdxl``, ``pipe`` and ``flux_cond``, built only for examples that use them."""
     if "doctest" not in type(request.node).__name__.lower():
         return
     test = getattr(request.node, "dtest", None)
     if test is None:
         return
-    names = {name for name in ("cond", "sdxl", "pipe") if any(name in ex.source for ex in test.examples)}
+    names = {name for name in ("cond", "sdxl", "pipe", "flux_cond") if any(name in ex.source for ex in test.examples)}
     for name in names:
         doctest_namespace[name] = _tiny(name)

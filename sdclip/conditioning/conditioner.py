@@ -276,8 +276,8 @@ class TextConditioner:
         are never changed: the conditioner copies them (and their tokenizers) first.
 
         Args:
-            path: A1111 ``.pt`` (needs ``allow_pickle``) or ``.safetensors``, diffusers
-                ``learned_embeds.safetensors``, or an SDXL file with ``clip_l`` and ``clip_g``.
+            path: A1111 ``.pt`` (needs ``allow_pickle``) or ``.safetensors``, diffusers ``learned_embeds.safetensors``,
+                or an SDXL / SD3 file with ``clip_l`` and ``clip_g`` (SD3 / Flux: one-part files go to CLIP-L alone).
             token: the name to use in prompts instead of the default.
             allow_pickle: accept pickle files, loaded with ``torch.load(weights_only=True)``.
 
@@ -302,7 +302,7 @@ class TextConditioner:
         with self._lock:
             added = load_into_encoders(
                 self.encoders, self._embeddings, path, token=token, allow_pickle=allow_pickle,
-                copy_models=not self._owns_models,
+                copy_models=not self._owns_models, family=self.family,
             )  # fmt: skip
             self._owns_models = True
             self.clear_cache()

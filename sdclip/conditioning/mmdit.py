@@ -81,6 +81,7 @@ def encode_mmdit(
 
     family = cond.family
     n_clip = len(cond.encoders)
+    prompts, negatives = (_t5_without_embeddings(cond, texts, settings) for texts in (prompts, negatives))
     truncated: list[tuple[str, str]] = []
     t5_truncated: list[tuple[str, str]] = []
     sides = [(prompts, settings)] + ([(negatives, negative_settings)] if negatives is not None else [])
@@ -152,6 +153,19 @@ def encode_mmdit(
         t5_ids=out[0][3], negative_t5_ids=negative[3], text_ids=out[0][6],
         t5_tokens=out[0][5], negative_t5_tokens=negative[5] or (),
     )  # fmt: skip
+
+
+def _t5_without_embeddings(
+    cond: Any, texts: list[list[str]] | None, settings: EncodeSettings
+) -> list[list[str]] | None:
+    """``texts`` with T5's (the last list) free of ComfyUI ``embedding:name`` mentions of the CLIP parts' textual
+    inversions (T5 never gets one; ComfyUI drops them there); other syntaxes leave names as text."""
+    from .textual_inversion import expand_textual_inversion
+
+    known = {name: 0 for added in cond._embeddings for name in added}
+    if texts is None or not known:
+        return texts
+    return [*texts[:-1], [expand_textual_inversion(text, known, syntax=settings.syntax) for text in texts[-1]]]
 
 
 def _t5_padded(entries: dict, text: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -107,7 +107,7 @@ def add_embedding(model: Any, tokenizer: Any, name: str, vectors: torch.Tensor, 
     if taken:
         raise EmbeddingError(f"embedding '{source or name}': token {taken[0]!r} is already in the vocabulary; pass token=")
     tokenizer.add_tokens(names)
-    model.resize_token_embeddings(len(tokenizer))
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the new rows are overwritten below
     ids = tokenizer.convert_tokens_to_ids(names)
     with torch.no_grad():
         model.get_input_embeddings().weight[ids] = vectors.to(table.weight.device, table.weight.dtype)
@@ -115,13 +115,17 @@ def add_embedding(model: Any, tokenizer: Any, name: str, vectors: torch.Tensor, 
 
 def expand_textual_inversion(text: str, added: dict[str, int], *, syntax: str = "plain") -> str:
     """Expand mentions of multi-vector embeddings (``tok`` → ``tok tok_1 ...``) as diffusers does, and
-    ComfyUI's ``embedding:tok`` to the tokens. ``added`` maps embedding names to vector counts.
+    ComfyUI's ``embedding:tok`` to the tokens. ``added`` maps embedding names to vector counts; a count of 0
+    marks an embedding loaded into other encoders only (SD3's bigG with a one-part file, T5): its
+    ``embedding:tok`` mentions are dropped, as ComfyUI ignores an embedding whose width does not fit the encoder.
 
     Example:
         >>> expand_textual_inversion("a style painting", {"style": 3})
         'a style style_1 style_2 painting'
         >>> expand_textual_inversion("embedding:style.pt cat", {"style": 1}, syntax="comfy")
         'style cat'
+        >>> expand_textual_inversion("a embedding:style cat", {"style": 0}, syntax="comfy")
+        'a  cat'
     """
     if not added:
         return text
@@ -130,7 +134,7 @@ def expand_textual_inversion(text: str, added: dict[str, int], *, syntax: str = 
             stem = match.group(1)
             for suffix in _SUFFIXES:
                 stem = stem.removesuffix(suffix)
-            return stem if stem in added else match.group(0)
+            return match.group(0) if stem not in added else stem if added[stem] else ""
 
         text = _COMFY_EMBEDDING.sub(named, text)
     for name, count in added.items():
@@ -147,11 +151,13 @@ def load_into_encoders(
     token: str | None,
     allow_pickle: bool,
     copy_models: bool,
+    family: str | None = None,
 ) -> list[str]:
     """Add the embedding in ``path`` to each of ``encoders`` (a conditioner's ``LoadedTextEncoder``
     list, replaced in place by extended ones) and record its vector counts in ``embeddings``.
 
     Tokenizers are always copied first; models too when ``copy_models`` (they belong to the caller).
+    ``family`` (``"sd3"`` / ``"flux"``) picks the CLIP parts, see :func:`encoder_vectors`.
     Returns the tokens added to the first tokenizer.
     """
     import copy
@@ -161,15 +167,42 @@ def load_into_encoders(
 
     name, vectors = read_embedding(path, allow_pickle=allow_pickle)
     name = token or name
-    if len(vectors) != len(encoders):
-        raise EmbeddingError(
-            f"embedding '{path}': holds vectors for {len(vectors)} text encoder(s), this model has {len(encoders)}"
-        )
-    for index, loaded in enumerate(encoders):
+    pairs = encoder_vectors(vectors, len(encoders), family=family, source=str(path))
+    for index, part in pairs:
+        loaded = encoders[index]
         tokenizer, model = copy_tokenizer(loaded.tokenizer), loaded.model
         if copy_models:
             model = copy.deepcopy(model)
-        add_embedding(model, tokenizer, name, vectors[index], source=str(path))
+        add_embedding(model, tokenizer, name, part, source=str(path))
         encoders[index] = LoadedTextEncoder(model, tokenizer, loaded.source)
-        embeddings[index][name] = vectors[index].shape[0]
-    return token_names(name, vectors[0].shape[0])
+        embeddings[index][name] = part.shape[0]
+    for index in set(range(len(encoders))) - {index for index, _ in pairs}:
+        embeddings[index].setdefault(name, 0)  # known, not for this encoder: see expand_textual_inversion
+    return token_names(name, pairs[0][1].shape[0])
+
+
+def encoder_vectors(
+    vectors: list, n_encoders: int, *, family: str | None = None, source: str = ""
+) -> list[tuple[int, Any]]:
+    """Which CLIP encoder gets which of a file's vector sets: ``[(encoder index, vectors)]``.
+
+    One set per encoder, in order (SD 1.x: one; SDXL and SD3: ``clip_l`` then ``clip_g``). SD3 and Flux also take
+    a one-part file (A1111 / diffusers, CLIP-L wide) into CLIP-L alone, and Flux, whose only CLIP is CLIP-L, the
+    ``clip_l`` part of an SDXL / SD3 file (as ComfyUI reads a file's ``clip_l`` key for CLIP-L). An encoder left
+    without the embedding (SD3's bigG with a one-part file) reads the name as text, as in diffusers when an
+    embedding is loaded into one text encoder only (ComfyUI's ``embedding:name`` is dropped there); T5 never gets it.
+
+    Example:
+        >>> import torch
+        >>> [i for i, _ in encoder_vectors([torch.zeros(1, 768)], 2, family="sd3")]  # SD3, one-part file: CLIP-L
+        [0]
+        >>> [tuple(v.shape) for _, v in encoder_vectors([torch.zeros(2, 768), torch.zeros(2, 1280)], 1, family="flux")]
+        [(2, 768)]
+    """
+    if len(vectors) == n_encoders:
+        return list(enumerate(vectors))
+    if family in ("sd3", "flux") and len(vectors) in (1, len(SDXL_KEYS)) and n_encoders <= len(SDXL_KEYS):
+        return [(0, vectors[0])]  # CLIP-L: a one-part file, or a clip_l / clip_g file's clip_l on Flux
+    raise EmbeddingError(
+        f"embedding '{source}': holds vectors for {len(vectors)} text encoder(s), this model has {n_encoders}"
+    )

@@ -14,7 +14,6 @@ run them on a tiny random one, so they show structure, not values.
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING, Any
 
 from .results import (
@@ -28,6 +27,9 @@ from .results import (
 )
 from ..errors import PromptError, PromptTypeError
 from ..prompts.tokens import PromptToken, prompt_tokens
+from .flux import flux_compare, flux_embedding_report, flux_token_similarity, is_flux
+from .rows import align_tokens, nearest_in_table
+from .rows import cosine as _cosine
 
 if TYPE_CHECKING:
     import torch
@@ -70,22 +72,6 @@ def check_options(syntax: str = "plain", weighting: str | None = None) -> None:
     from ..conditioning.settings import resolve_settings
 
     resolve_settings(None, syntax, True, weighting)
-
-
-def _clip_rows_only(cond: Any) -> None:
-    """Per-token reports read CLIP's rows of ``prompt_embeds``; Flux's are all T5's."""
-    if getattr(cond, "family", None) == "flux":
-        raise PromptError(
-            "cond: Flux's prompt_embeds are T5's hidden states (CLIP-L gives only the pooled vector), so per-token "
-            "CLIP reports do not apply; use tokens() for T5's tokens and similarity_matrix() for the pooled vectors"
-        )
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine along the last dimension, in float32."""
-    import torch
-
-    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
 
 
 def _kept(tokens: list[PromptToken], chunk_length: int) -> list[tuple[PromptToken, int]]:
@@ -174,24 +160,7 @@ def nearest_tokens(cond: TextConditioner, token_ids: list[int], *, k: int = 5) -
         >>> len(rows[0]), rows[0][0].cosine >= rows[0][2].cosine, cat in [n.id for n in rows[0]]
         (3, True, False)
     """
-    import torch
-
-    if not isinstance(k, int) or k < 0:
-        raise PromptError(f"k: expected an integer >= 0, got {k!r}")
-    if not token_ids or k == 0:
-        return [[] for _ in token_ids]
-    with torch.inference_mode():
-        table = cond.text_encoder.get_input_embeddings().weight.float()  # (V, H)
-        table = torch.nn.functional.normalize(table, dim=-1)
-        ids = torch.tensor(token_ids, device=table.device)
-        sims = table[ids] @ table.T  # (T, V)
-        sims[torch.arange(len(token_ids)), ids] = float("-inf")  # a token is not its own neighbour
-        values, indices = sims.topk(min(k, table.shape[0] - 1), dim=-1)  # (T, k)
-    names = cond.tokenizer.convert_ids_to_tokens(indices.flatten().tolist())
-    rows, flat = [], list(zip(names, indices.flatten().tolist(), values.flatten().tolist()))
-    for start in range(0, len(flat), indices.shape[1]):
-        rows.append([Neighbour(text, int(i), float(v)) for text, i, v in flat[start : start + indices.shape[1]]])
-    return rows
+    return nearest_in_table(cond.text_encoder, cond.tokenizer, token_ids, k=k)
 
 
 def embedding_report(
@@ -210,6 +179,11 @@ def embedding_report(
     pooled reference (see ``EmbeddingReport.pooled_reference``); its cosine to the same position in
     the empty prompt's encoding (near 1: the token barely changes the conditioning there); and the
     ``k`` vocabulary tokens nearest to its input embedding (``nearest_tokens``).
+
+    SD3: CLIP's rows (T5's follow them). Flux, whose ``prompt_embeds`` are all T5's: one entry per T5 token with
+    T5's own strings and ids (position = row), cosines to T5's ``</s>`` row (``pooled_reference`` is
+    ``"t5_eos_hidden_state"``: CLIP-L's pooled vector is another space), neighbours from T5's embedding table
+    (see ``sdclip.inspection.flux``).
 
     Args:
         cond: the text conditioner.
@@ -238,8 +212,9 @@ def embedding_report(
     options = _options(syntax, truncate, weighting)
     if clip_skip is not None:
         options["clip_skip"] = clip_skip
-    _clip_rows_only(cond)
-    result = cond.encode(prompt, **options)  # the negative is the empty prompt, encoded in the same call
+    if is_flux(cond):
+        return flux_embedding_report(cond, prompt, k=k, options=options)
+    result = cond.encode(prompt, "", **options)  # the empty prompt, encoded in the same call (not SDXL's zeros)
     parsed = _encoded_tokens(cond, result)
     chunk_length = cond.tokenizer.model_max_length
     clip_rows = result.prompt_ids.shape[1]  # SD3: T5's rows follow CLIP's
@@ -285,7 +260,8 @@ def token_similarity(
 ) -> SimilarityMatrix:
     """Cosine between the hidden states of every pair of tokens the model sees in one prompt.
 
-    Labels are the token texts (``</w>`` dropped), prefixed with the chunk when there are several.
+    Labels are the token texts (``</w>`` dropped), prefixed with the chunk when there are several. Flux: T5's
+    rows and token strings.
 
     Example:
         >>> from sdclip.inspection import token_similarity
@@ -296,7 +272,8 @@ def token_similarity(
     import torch
 
     _check_prompt(prompt)
-    _clip_rows_only(cond)
+    if is_flux(cond):  # T5's rows, labelled with T5's token strings
+        return flux_token_similarity(cond, prompt, options=_options(syntax, truncate, weighting))
     result = cond.encode(prompt, **_options(syntax, truncate, weighting))
     chunk_length = cond.tokenizer.model_max_length
     kept = _kept(_encoded_tokens(cond, result), chunk_length)
@@ -326,7 +303,9 @@ def compare(
 
     Returns:
         A ``Comparison``: pooled cosine, mean and per-position cosine of ``prompt_embeds``, and the
-        token alignment with how far each paired token's hidden state moved.
+        token alignment with how far each paired token's hidden state moved. SD3: CLIP's rows. Flux: the pooled
+        cosine is CLIP-L's pooled vectors' (what the pipeline pools), positions and alignment are T5's rows
+        and tokens, positions up to the longer prompt's ``</s>`` (not the shared padding).
 
     Example:
         >>> from sdclip.inspection import compare
@@ -340,7 +319,8 @@ def compare(
     _check_prompt(prompt_b, "prompt_b")
     encode_options = _options(syntax, truncate, weighting)
     chunk_length = cond.tokenizer.model_max_length
-    _clip_rows_only(cond)
+    if is_flux(cond):
+        return flux_compare(cond, prompt_a, prompt_b, options=encode_options)
     encoded = [cond.encode(p, **encode_options) for p in (prompt_a, prompt_b)]
     kept = [_kept(_encoded_tokens(cond, result), chunk_length) for result in encoded]
     a, b = (result.prompt_embeds[0, : result.prompt_ids.shape[1]].float() for result in encoded)
@@ -349,28 +329,8 @@ def compare(
         pooled = float(_cosine(encoded[0].pooled_prompt_embeds[0], encoded[1].pooled_prompt_embeds[0]))
         position_cosine = _cosine(a[:length], b[:length]).tolist()
 
-    def row(op: str, i: int | None, j: int | None) -> AlignedToken:
-        ta, ia = kept[0][i] if i is not None else (None, None)
-        tb, ib = kept[1][j] if j is not None else (None, None)
-        cosine = float(_cosine(a[ia], b[ib])) if ia is not None and ib is not None else None
-        if op == "equal" and ta.weight != tb.weight:
-            op = "reweight"
-        return AlignedToken(
-            op, ta and ta.text, tb and tb.text, ia, ib, ta and ta.weight, tb and tb.weight, cosine
-        )  # fmt: skip
-
-    ids_a, ids_b = [t.id for t, _ in kept[0]], [t.id for t, _ in kept[1]]
-    alignment = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, ids_a, ids_b, autojunk=False).get_opcodes():
-        pairs = max(i2 - i1, j2 - j1)
-        for n in range(pairs):
-            i = i1 + n if i1 + n < i2 else None
-            j = j1 + n if j1 + n < j2 else None
-            kind = op if i is not None and j is not None else ("delete" if j is None else "insert")
-            alignment.append(row(kind, i, j))
-    return Comparison(
-        prompt_a, prompt_b, pooled, sum(position_cosine) / len(position_cosine), position_cosine, alignment
-    )
+    return Comparison(prompt_a, prompt_b, pooled, sum(position_cosine) / len(position_cosine), position_cosine,
+                      align_tokens(kept[0], kept[1], a, b))  # fmt: skip
 
 
 def similarity_matrix(

@@ -71,7 +71,8 @@ def _report_table(report: Any) -> Any:
     """One row per token: weight, norm, cosine to pooled, change from the empty prompt, neighbours."""
     from rich.markup import escape
 
-    pooled = "pooled" if report.pooled_reference == "pooled" else "EOS (unprojected pooled)"
+    pooled = {"pooled": "pooled", "t5_eos_hidden_state": "T5's </s>"}.get(report.pooled_reference,
+                                                                         "EOS (unprojected pooled)")
     title = f"{_short(report.prompt)}: {report.n_chunks} chunk(s), hidden size {report.hidden_size}; cos to {pooled}"
     table = _table(escape(title), [("chunk:pos", "right"), ("token", "left"), ("id", "right"), ("weight", "right"),
                                    ("norm", "right"), ("cos pooled", "right"), ("1-cos empty", "right"),
@@ -208,9 +209,9 @@ class EmbeddingReport(Renderable):
             the final layer's EOS hidden state); ``"eos_hidden_state"`` is the EOS row of chunk 0 of
             ``prompt_embeds``, the pooled embedding before its projection, used when the pooled lives
             in a projected space of another meaning (CLIPTextModelWithProjection, SDXL) or another
-            layer (clip skip).
+            layer (clip skip); ``"t5_eos_hidden_state"`` (Flux, whose rows are T5's) is T5's ``</s>`` row.
         hidden_size: width H of the hidden states.
-        n_chunks: k, the number of 77-token chunks.
+        n_chunks: k, the number of 77-token chunks (Flux's T5 rows: 1, or compel's ``.and()`` windows).
     """
 
     prompt: str
