@@ -26,6 +26,16 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face hub cache folder, offline: ``sdclip.testing.put_in_hub_cache`` fills it."""
+    folder = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(folder))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from sdclip.models.tokenizer import load_tokenizer

@@ -12,15 +12,6 @@ from sdclip.models.hub_files import HubFile, download_hub_file, parse_hub_file
 from sdclip.testing import put_in_hub_cache as put_in_cache
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return folder
-
-
 @pytest.mark.parametrize("reference, expected", [
     ("hf://xswu/HPSv2/HPS_v2.1_compressed.pt", HubFile("xswu/HPSv2", "HPS_v2.1_compressed.pt")),
     ("camenduru/improved-aesthetic-predictor/sac+logos+ava1-l14-linearMSE.pth",
@@ -55,9 +46,9 @@ def test_malformed_hf_references_are_one_line_errors(reference):
         parse_hub_file(reference)
 
 
-def test_a_cached_file_resolves_offline_by_branch_and_by_tag(cache):
-    link = put_in_cache(cache, "owner/name", "heads/head.pth", b"main")
-    tagged = put_in_cache(cache, "owner/name", "heads/head.pth", b"tagged", ref="v1", commit="b" * 40)
+def test_a_cached_file_resolves_offline_by_branch_and_by_tag(hub_cache):
+    link = put_in_cache(hub_cache, "owner/name", "heads/head.pth", b"main")
+    tagged = put_in_cache(hub_cache, "owner/name", "heads/head.pth", b"tagged", ref="v1", commit="b" * 40)
     assert download_hub_file(HubFile("owner/name", "heads/head.pth")) == link
     assert download_hub_file(HubFile("owner/name", "heads/head.pth", "v1")).read_bytes() == b"tagged" == \
         tagged.read_bytes()
@@ -65,8 +56,8 @@ def test_a_cached_file_resolves_offline_by_branch_and_by_tag(cache):
 
 @pytest.mark.parametrize("forced, why", [
     (True, r"offline mode \(HF_HUB_OFFLINE / local_files_only\)"), (False, "the hub cannot be reached")])
-def test_a_file_not_in_the_cache_says_how_to_get_it(cache, monkeypatch, forced, why):
-    put_in_cache(cache, "owner/name", "other.pth", b"x")  # the repository is cached, this file is not
+def test_a_file_not_in_the_cache_says_how_to_get_it(hub_cache, monkeypatch, forced, why):
+    put_in_cache(hub_cache, "owner/name", "other.pth", b"x")  # the repository is cached, this file is not
     if not forced:
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.setattr(hub_files, "hub_reachable", lambda: False)

@@ -36,15 +36,6 @@ def files(tmp_path_factory):
     return folder, head
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def clip(tiny_clip_folder):
     return ClipScorer.from_pretrained(tiny_clip_folder, device="cpu")
@@ -62,10 +53,10 @@ def images():
     f"{AESTHETIC_REPO}/{AESTHETIC_FILE}",
     "hf://someone/heads@v2/l14/head.pth",
 ])  # fmt: skip
-def test_aesthetic_head_from_the_hub_cache(source, files, cache, clip, images):
+def test_aesthetic_head_from_the_hub_cache(source, files, hub_cache, clip, images):
     folder, head = files
-    put_in_hub_cache(cache, AESTHETIC_REPO, AESTHETIC_FILE, folder / "head.pth")
-    put_in_hub_cache(cache, "someone/heads", "l14/head.pth", folder / "head.pth", ref="v2", commit="c" * 40)
+    put_in_hub_cache(hub_cache, AESTHETIC_REPO, AESTHETIC_FILE, folder / "head.pth")
+    put_in_hub_cache(hub_cache, "someone/heads", "l14/head.pth", folder / "head.pth", ref="v2", commit="c" * 40)
     scorer = load_scorer("aesthetic", source, clip_model=clip)  # .pth without allow_pickle: weights_only loader
     for (weight, bias), index in zip(scorer.head, (0, 2)):
         assert torch.equal(weight, head[f"layers.{index}.weight"]) and torch.equal(bias, head[f"layers.{index}.bias"])
@@ -73,16 +64,16 @@ def test_aesthetic_head_from_the_hub_cache(source, files, cache, clip, images):
     torch.testing.assert_close(scorer.score(images), local.score(images), rtol=0, atol=0)
 
 
-def test_hpsv2_published_pickle_from_the_hub_cache(files, cache, images):
+def test_hpsv2_published_pickle_from_the_hub_cache(files, hub_cache, images):
     """The default source, hf://xswu/HPSv2/HPS_v2.1_compressed.pt, with allow_pickle (a .safetensors needs none)."""
     folder, _ = files
-    put_in_hub_cache(cache, "xswu/HPSv2", "HPS_v2.1_compressed.pt", folder / "HPS_v2.1_compressed.pt")
+    put_in_hub_cache(hub_cache, "xswu/HPSv2", "HPS_v2.1_compressed.pt", folder / "HPS_v2.1_compressed.pt")
     scorer = load_scorer("hpsv2", allow_pickle=True, device="cpu")
     local = load_scorer("hpsv2", folder / "hps.safetensors", device="cpu")
     torch.testing.assert_close(scorer.score(images, "a cat"), local.score(images, "a cat"), rtol=0, atol=0)
 
 
-def test_a_hub_pickle_is_refused_before_it_is_downloaded(cache, monkeypatch):
+def test_a_hub_pickle_is_refused_before_it_is_downloaded(hub_cache, monkeypatch):
     monkeypatch.setattr("sdclip.scoring.weights.download_hub_file",
                         lambda *a, **k: pytest.fail("downloaded a refused pickle"))
     with pytest.raises(PickleRefusedError, match=r"^checkpoint 'hf://xswu/HPSv2/HPS_v2\.1_compressed\.pt': pickle "
@@ -90,8 +81,8 @@ def test_a_hub_pickle_is_refused_before_it_is_downloaded(cache, monkeypatch):
         load_scorer("hpsv2", device="cpu")
 
 
-def test_an_uncached_default_names_the_metric_what_was_tried_and_the_published_weights(cache, clip):
-    put_in_hub_cache(cache, AESTHETIC_REPO, "README.md", b"a cached repository without the head")
+def test_an_uncached_default_names_the_metric_what_was_tried_and_the_published_weights(hub_cache, clip):
+    put_in_hub_cache(hub_cache, AESTHETIC_REPO, "README.md", b"a cached repository without the head")
     with pytest.raises(WeightsNotAvailableError, match=(
         r"^metric 'aesthetic': 'hf://camenduru/improved-aesthetic-predictor/sac\+logos\+ava1-l14-linearMSE\.pth': "
         r"not in the local Hugging Face cache, and offline mode \(HF_HUB_OFFLINE / local_files_only\); on a machine "
@@ -113,9 +104,9 @@ def test_a_malformed_reference_names_the_metric(clip):
         load_scorer("aesthetic", "hf://head.pth", clip_model=clip)
 
 
-def test_multi_scorer_passes_local_files_only_to_the_head(files, cache, tiny_clip_folder, monkeypatch):
+def test_multi_scorer_passes_local_files_only_to_the_head(files, hub_cache, tiny_clip_folder, monkeypatch):
     """local_files_only=True reaches the head's hub file when aesthetic shares clip's backbone: no probe."""
-    put_in_hub_cache(cache, AESTHETIC_REPO, AESTHETIC_FILE, files[0] / "head.pth")
+    put_in_hub_cache(hub_cache, AESTHETIC_REPO, AESTHETIC_FILE, files[0] / "head.pth")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(hub_files, "hub_reachable", lambda: pytest.fail("probed the hub despite local_files_only"))
     multi = MultiScorer.from_pretrained(["clip", "aesthetic"], sources={"clip": tiny_clip_folder},
@@ -123,7 +114,7 @@ def test_multi_scorer_passes_local_files_only_to_the_head(files, cache, tiny_cli
     assert multi.vision_passes == 1 and torch.equal(multi.scorers["aesthetic"].head[1][0], files[1]["layers.2.weight"])
 
 
-def test_a_missing_path_that_reads_as_a_hub_file_says_both_were_tried(cache, clip, tmp_path, monkeypatch):
+def test_a_missing_path_that_reads_as_a_hub_file_says_both_were_tried(hub_cache, clip, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WeightsNotAvailableError, match=r"^metric 'aesthetic': no local file 'out/heads/head\.pth', "
                        r"and as a hub file 'hf://out/heads/head\.pth': not in the local Hugging Face cache, "):
