@@ -28,7 +28,7 @@ from .results import (
 from ..errors import PromptError, PromptTypeError
 from ..prompts.tokens import PromptToken, prompt_tokens
 from .flux import flux_compare, flux_embedding_report, flux_token_similarity, is_flux
-from .rows import align_tokens, nearest_in_table
+from .rows import align_tokens, nearest_in_table, token_stats
 from .rows import cosine as _cosine
 
 if TYPE_CHECKING:
@@ -237,16 +237,7 @@ def embedding_report(
         cos_empty = _cosine(states, empty[rows % chunk_length]).tolist()
     neighbours = nearest_tokens(cond, [token.id for token, _ in kept], k=k)
 
-    report_tokens, seen = [], iter(range(len(kept)))
-    for t in parsed:
-        if t.truncated:
-            report_tokens.append(TokenStats(t.text, t.id, t.chunk, t.position, t.weight, True))
-            continue
-        i = next(seen)
-        report_tokens.append(TokenStats(
-            t.text, t.id, t.chunk, t.position, t.weight, False,
-            kept[i][1], norms[i], cos_pooled[i], cos_empty[i], neighbours[i],
-        ))  # fmt: skip
+    report_tokens = token_stats(parsed, [index for _, index in kept], norms, cos_pooled, cos_empty, neighbours)
     return EmbeddingReport(prompt, report_tokens, reference_name, hidden.shape[-1], hidden.shape[0] // chunk_length)
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..prompts.tokens import PromptToken
-from .results import Comparison, EmbeddingReport, SimilarityMatrix, TokenStats
-from .rows import align_tokens, cosine, nearest_in_table
+from .results import Comparison, EmbeddingReport, SimilarityMatrix
+from .rows import align_tokens, cosine, nearest_in_table, token_stats
 
 if TYPE_CHECKING:
     from ..conditioning.types import Conditioning
@@ -85,14 +85,7 @@ def flux_embedding_report(cond: Any, prompt: str, *, k: int, options: dict[str, 
         cos_eos = cosine(states, hidden[eos][None]).tolist()
         cos_empty = cosine(states, empty[rows]).tolist()
     neighbours = nearest_in_table(cond.t5.model, cond.t5.tokenizer, [t.id for t, _ in kept], k=k)
-    stats, seen = [], iter(range(len(kept)))
-    for t in listed:
-        if t.truncated:
-            stats.append(TokenStats(t.text, t.id, t.chunk, t.position, t.weight, True))
-            continue
-        i = next(seen)
-        stats.append(TokenStats(t.text, t.id, t.chunk, t.position, t.weight, False, kept[i][1], norms[i], cos_eos[i],
-                                cos_empty[i], neighbours[i]))  # fmt: skip
+    stats = token_stats(listed, [row for _, row in kept], norms, cos_eos, cos_empty, neighbours)
     return EmbeddingReport(prompt, stats, T5_REFERENCE, hidden.shape[-1], max(1, len(result.t5_tokens[0].windows)))
 
 

@@ -1,7 +1,8 @@
 """Per-row steps every inspection shares, whichever encoder made the rows (CLIP, or T5 for Flux).
 
 ``nearest_in_table``: the vocabulary tokens nearest to some tokens in an input-embedding table;
-``align_tokens``: two prompts' tokens aligned by difflib over their ids, with how far each paired row moved.
+``align_tokens``: two prompts' tokens aligned by difflib over their ids, with how far each paired row moved;
+``token_stats``: the per-token rows of an embedding report, truncated tokens included.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptError
 from ..prompts.tokens import PromptToken
-from .results import AlignedToken, Neighbour
+from .results import AlignedToken, Neighbour, TokenStats
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["align_tokens", "cosine", "nearest_in_table"]
+__all__ = ["align_tokens", "cosine", "nearest_in_table", "token_stats"]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -94,3 +95,24 @@ def align_tokens(
             kind = op if i is not None and j is not None else ("delete" if j is None else "insert")
             alignment.append(row(kind, i, j))
     return alignment
+
+
+def token_stats(listed: list[PromptToken], rows: list[int], norms: list[float], cos_reference: list[float],
+                cos_empty: list[float], neighbours: list[list[Neighbour]]) -> list[TokenStats]:
+    """One ``TokenStats`` per listed token: a truncated token gets none of the numbers, the others take the
+    next entry of ``rows`` (its row in the hidden states), ``norms``, the cosines and ``neighbours`` in order.
+
+    Example:
+        >>> token = PromptToken("cat</w>", 2368, 0, 1, 1.0, False)
+        >>> token_stats([token], [1], [2.0], [0.5], [0.25], [[]])[0].norm
+        2.0
+    """
+    stats, seen = [], iter(range(len(rows)))
+    for t in listed:
+        if t.truncated:
+            stats.append(TokenStats(t.text, t.id, t.chunk, t.position, t.weight, True))
+            continue
+        i = next(seen)
+        stats.append(TokenStats(t.text, t.id, t.chunk, t.position, t.weight, False, rows[i], norms[i],
+                                cos_reference[i], cos_empty[i], neighbours[i]))  # fmt: skip
+    return stats
