@@ -149,3 +149,52 @@ POOLED_NAMES = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds
 def worst_difference(ours, theirs) -> float:  # noqa: ANN001
     """Largest |sdclip - diffusers| over the four tensors ``encode_prompt`` returns (SDXL / SD3 order)."""
     return max((getattr(ours, name) - tensor).abs().max().item() for name, tensor in zip(POOLED_NAMES, theirs, strict=True))
+
+
+def compare_with_diffusers(conditioner: Callable, diffusers_call: Callable, *, device: str, quick: bool,
+                           rng: random.Random) -> None:
+    """The two-encoder conditioning benchmarks' workloads (SDXL, SD3), sdclip against the pipeline's own
+    ``encode_prompt`` (``diffusers_call(prompts, negative=None, n=1)``; ``conditioner(cache_size)`` makes a
+    fresh ``TextConditioner``): check that the two agree, then (a) batches of 1 and 8, (b) realistic requests
+    (x 4 images, shared negative, 25% repeats) timed request by request interleaved, so both sides see the
+    same machine load; prints the RATIO lines."""
+    repeats = 1 if quick else 3
+    ours, theirs = conditioner(0).encode(["a cat"], NEGATIVE), diffusers_call(["a cat"], NEGATIVE)
+    print(f"max abs difference sdclip vs diffusers on 'a cat': {worst_difference(ours, theirs):.2e}")
+    ratios = {}
+    for batch in (1, 8):
+        prompts = [make_prompt(rng) for _ in range(batch)]
+        uncached = conditioner(0)
+        ratios[f"batch{batch}"] = compare_batch(
+            lambda: uncached.encode(prompts), lambda: diffusers_call(prompts), batch=batch, device=device,
+            repeats=repeats,
+        )
+
+    n_requests = 16 if quick else 64
+    requests = realistic_requests(rng, n_requests)
+
+    def timed(run: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        return time.perf_counter() - start
+
+    def workload() -> tuple[float, float, float]:
+        """(sdclip seconds, diffusers seconds, MiB in sdclip's cache at the end)."""
+        cond = conditioner(256)  # a fresh cache each run: the first request pays like everyone else
+        ours = theirs = 0.0
+        for prompt in requests:
+            ours += timed(lambda: cond.encode(prompt, NEGATIVE, num_images_per_prompt=4))
+            theirs += timed(lambda: diffusers_call(prompt, NEGATIVE, 4))
+        cached = sum(t.nbytes for entry in cond._cache._items.values() for t in entry if hasattr(t, "nbytes"))
+        return ours, theirs, cached / 2**20
+
+    runs = [workload() for _ in range(repeats)]
+    ours_s = statistics.median(run[0] for run in runs)
+    theirs_s = statistics.median(run[1] for run in runs)
+    ratios["realistic"] = theirs_s / ours_s
+    print(f"(b) {n_requests} requests x 4 images, shared negative, 25% repeats: "
+          f"sdclip {n_requests / ours_s:.2f} requests/s (cache holds {runs[0][2]:.0f} MiB at the end), "
+          f"diffusers {n_requests / theirs_s:.2f} requests/s")
+    for name, value in ratios.items():
+        print(f"RATIO {name} {value:.2f}")

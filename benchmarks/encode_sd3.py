@@ -21,14 +21,11 @@ Ends with one ``RATIO <workload> <value>`` line per comparison (sdclip speed / d
 from __future__ import annotations
 
 import random
-import statistics
-import time
 import warnings
 
 import torch
 
-from _harness import (NEGATIVE, _rss_bytes, compare_batch, encoder_benchmark_args, machine_name, make_prompt,
-                      realistic_requests, synchronize, worst_difference)
+from _harness import _rss_bytes, compare_with_diffusers, encoder_benchmark_args, machine_name
 
 
 def build(device: str, dtype: torch.dtype, *, tiny: bool):
@@ -71,55 +68,18 @@ def main() -> None:
     dtype = args.torch_dtype
     device = args.device
     warnings.filterwarnings("ignore")
-    repeats = 1 if args.quick else 3
     rng = random.Random(0)
     pipe, conditioner = build(device, dtype, tiny=args.tiny)
     shapes = "tiny test encoders" if args.tiny else "CLIP-L + OpenCLIP bigG + T5 in T5-large shapes"
     print(f"machine: {machine_name(device)}; {shapes}; dtype {args.dtype}; max_sequence_length 256")
     print(f"process RSS with the three encoders loaded: {_rss_bytes() / 2**20:.0f} MiB")
-    ratios = {}
 
     def diffusers_call(prompts, negative=None, n=1):
         with torch.no_grad():
             return pipe.encode_prompt(prompts, None, None, device=device, num_images_per_prompt=n,
                                       negative_prompt=negative)  # fmt: skip
 
-    ours, theirs = conditioner(0).encode(["a cat"], NEGATIVE), diffusers_call(["a cat"], NEGATIVE)
-    print(f"max abs difference sdclip vs diffusers on 'a cat': {worst_difference(ours, theirs):.2e}")
-
-    def timed(run) -> float:
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        return time.perf_counter() - start
-
-    for batch in (1, 8):
-        prompts = [make_prompt(rng) for _ in range(batch)]
-        uncached = conditioner(0)
-        ratios[f"batch{batch}"] = compare_batch(
-            lambda: uncached.encode(prompts), lambda: diffusers_call(prompts), batch=batch, device=device,
-            repeats=repeats,
-        )
-
-    n_requests = 16 if args.quick else 64
-    requests = realistic_requests(rng, n_requests)
-
-    def workload() -> tuple[float, float]:
-        cond = conditioner(256)  # a fresh cache each run: the first request pays like everyone else
-        ours = theirs = 0.0
-        for prompt in requests:
-            ours += timed(lambda: cond.encode(prompt, NEGATIVE, num_images_per_prompt=4))
-            theirs += timed(lambda: diffusers_call(prompt, NEGATIVE, 4))
-        return ours, theirs
-
-    runs = [workload() for _ in range(repeats)]
-    ours = statistics.median(run[0] for run in runs)
-    theirs = statistics.median(run[1] for run in runs)
-    ratios["realistic"] = theirs / ours
-    print(f"(b) {n_requests} requests x 4 images, shared negative, 25% repeats: "
-          f"sdclip {n_requests / ours:.2f} requests/s, diffusers {n_requests / theirs:.2f} requests/s")
-    for name, value in ratios.items():
-        print(f"RATIO {name} {value:.2f}")
+    compare_with_diffusers(conditioner, diffusers_call, device=device, quick=args.quick, rng=rng)
 
 
 if __name__ == "__main__":
