@@ -78,14 +78,15 @@ def flux_embedding_report(cond: Any, prompt: str, *, k: int, options: dict[str, 
     kept = _kept(listed, result.t5_tokens[0])
     hidden, empty = result.prompt_embeds[0].float(), result.negative_prompt_embeds[0].float()  # (L, W)
     eos = result.t5_tokens[0].length - 1  # </s> closes the (first window's) kept tokens
-    rows = torch.tensor([row for _, row in kept], dtype=torch.long, device=hidden.device)
+    row_indices = [row for _, row in kept]
+    rows = torch.tensor(row_indices, dtype=torch.long, device=hidden.device)
     with torch.inference_mode():
         states = hidden[rows]  # (T, W)
         norms = states.norm(dim=-1).tolist()
         cos_eos = cosine(states, hidden[eos][None]).tolist()
         cos_empty = cosine(states, empty[rows]).tolist()
     neighbours = nearest_in_table(cond.t5.model, cond.t5.tokenizer, [t.id for t, _ in kept], k=k)
-    stats = token_stats(listed, [row for _, row in kept], norms, cos_eos, cos_empty, neighbours)
+    stats = token_stats(listed, row_indices, norms, cos_eos, cos_empty, neighbours)
     return EmbeddingReport(prompt, stats, T5_REFERENCE, hidden.shape[-1], max(1, len(result.t5_tokens[0].windows)))
 
 
