@@ -59,6 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-template", default="a photo of a {}.", metavar="TEXT")
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--grad-accum", type=_positive_int, default=1, metavar="N", help="micro-batches per step")
+    parser.add_argument("--group-size", type=_positive_int, default=1, metavar="N",
+                        help="keep each N consecutive pairs in one batch (hard negatives made side by side)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--save-every", type=_count, default=0, metavar="N", help="checkpoint every N steps")
     again = parser.add_mutually_exclusive_group()
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         seed=args.seed, image_size=args.image_size, lock=args.lock, val_fraction=args.val_fraction,
         eval_every=args.eval_every, labels=tuple(args.labels), label_template=args.label_template,
-        mixed_precision=args.mixed_precision, grad_accum=args.grad_accum,
+        mixed_precision=args.mixed_precision, grad_accum=args.grad_accum, group_size=args.group_size,
         gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, num_workers=args.workers,
         plot=not args.no_plot,
     )  # fmt: skip

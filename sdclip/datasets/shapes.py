@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -207,12 +207,19 @@ def shape_sample(
     shapes: tuple[str, ...] = DEFAULT_SHAPES,
     colors: tuple[str, ...] = DEFAULT_COLORS,
     styles: tuple[str, ...] = ("filled",),
+    changes: dict[str, str] | None = None,
 ) -> ShapeSample:
     """Sample ``index`` of the data set ``seed``: attributes drawn uniformly from the given tables.
+
+    ``changes`` replaces attributes after they are drawn, keeping everything else (size and place jitter,
+    background, colour jitter, caption template): ``changes={"shape": "hexagon"}`` gives the same scene
+    with a hexagon, a hard negative to train next to the original.
 
     Example:
         >>> shape_sample(0, seed=1).caption == shape_sample(0, seed=1).caption
         True
+        >>> shape_sample(0, seed=1).caption, shape_sample(0, seed=1, changes={"shape": "hexagon"}).caption
+        ('a large blue triangle on the right', 'a large blue hexagon on the right')
     """
     shapes, colors = _check("shapes", shapes, SHAPES), _check("colors", colors, list(COLORS))
     styles = _check("styles", styles, STYLES)
@@ -225,8 +232,21 @@ def shape_sample(
         style=styles[rng.integers(len(styles))],
     )  # fmt: skip
     template = int(rng.integers(len(TEMPLATES)))
+    if changes:
+        attributes = _changed(attributes, changes)
     pixels = draw(attributes, rng=rng, image_size=image_size)
     return ShapeSample(pixels, make_caption(attributes, template=template), attributes, template, index)
+
+
+def _changed(attributes: ShapeAttributes, changes: dict[str, str]) -> ShapeAttributes:
+    tables = {"shape": SHAPES, "color": list(COLORS), "size": list(SIZES), "position": list(POSITIONS),
+              "style": STYLES}  # fmt: skip
+    for name, value in changes.items():
+        if name not in tables or value not in tables[name]:
+            expected = (f"one of {', '.join(tables[name])}" if name in tables
+                        else f"an attribute among {', '.join(tables)}")  # fmt: skip
+            raise ShapeOptionError(f"changes {name}={value!r}: expected {expected}")
+    return replace(attributes, **changes)
 
 
 def generate_shapes(count: int, *, seed: int = 0, start: int = 0, **options) -> Iterator[ShapeSample]:

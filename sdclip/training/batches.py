@@ -21,8 +21,12 @@ if TYPE_CHECKING:
     from ..scoring.preprocess import PreprocessConfig
 
 
-def split_pairs(pairs: PairSource, val_fraction: float, *, seed: int) -> tuple[PairSource, PairSource | None]:
+def split_pairs(pairs: PairSource, val_fraction: float, *, seed: int,
+                group_size: int = 1) -> tuple[PairSource, PairSource | None]:
     """(train, validation) by a seeded permutation; ``val_fraction=0`` gives ``(pairs, None)``.
+
+    With ``group_size`` = k, consecutive groups of k pairs go to the same side (a pair and the hard
+    negatives made next to it never end up split between training and validation).
 
     Example:
         >>> from PIL import Image
@@ -35,28 +39,42 @@ def split_pairs(pairs: PairSource, val_fraction: float, *, seed: int) -> tuple[P
 
     if val_fraction <= 0:
         return pairs, None
-    count = len(pairs)
-    n_val = min(max(1, round(count * val_fraction)), count - 1)
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(pairs, sorted(order[n_val:])), Subset(pairs, sorted(order[:n_val]))
+    groups = _groups(len(pairs), group_size)
+    n_val = min(max(1, round(len(groups) * val_fraction)), len(groups) - 1)
+    order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
+    return (Subset(pairs, sorted(i for g in order[n_val:] for i in groups[g])),
+            Subset(pairs, sorted(i for g in order[:n_val] for i in groups[g])))  # fmt: skip
+
+
+def _groups(count: int, group_size: int) -> list[range]:
+    """Pairs ``0 .. count - 1`` as consecutive groups of ``group_size`` (the last one may be shorter)."""
+    return [range(start, min(start + group_size, count)) for start in range(0, count, group_size)]
 
 
 def epoch_batches(count: int, batch_size: int, *, epoch: int, seed: int, world_size: int = 1,
-                  rank: int = 0, shuffle: bool = True) -> list[list[int]]:
+                  rank: int = 0, shuffle: bool = True, group_size: int = 1) -> list[list[int]]:
     """This process's indices for each global batch of one epoch.
 
     Global batches hold ``batch_size * world_size`` pairs; the last, incomplete one is dropped (a
     contrastive batch needs its negatives), except when the data is smaller than one global batch, which
-    is then the only batch. Shuffling uses ``seed + epoch``.
+    is then the only batch. Shuffling uses ``seed + epoch``. With ``group_size`` = k, the permutation moves
+    whole groups of k consecutive pairs (a shorter last group goes last), so when k divides the global batch,
+    pairs made side by side as each other's hard negatives always meet in one contrastive batch; k = 1 is the
+    plain permutation.
 
     Example:
         >>> epoch_batches(6, 2, epoch=0, seed=0, shuffle=False, world_size=2, rank=1)
         [[2, 3]]
+        >>> epoch_batches(8, 4, epoch=1, seed=0, group_size=2)  # (0, 1), (2, 3) ... stay together
+        [[2, 3, 6, 7], [4, 5, 0, 1]]
     """
     import torch
 
-    order = (torch.randperm(count, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-             if shuffle else list(range(count)))  # fmt: skip
+    groups = _groups(count, group_size)
+    whole = len(groups) - (count % group_size != 0)  # the shorter last group is not permuted
+    generator = torch.Generator().manual_seed(seed + epoch)
+    group_order = (torch.randperm(whole, generator=generator).tolist() if shuffle else list(range(whole)))
+    order = [i for g in group_order for i in groups[g]] + [i for g in range(whole, len(groups)) for i in groups[g]]
     size = batch_size * world_size
     n_batches = max(1, count // size)
     size = min(size, count)

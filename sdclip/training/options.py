@@ -38,6 +38,9 @@ class TrainConfig:
         label_template: prompt each label is put in for zero-shot classification.
         mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"`` (accelerate's autocast; weights stay float32).
         grad_accum: micro-batches per optimizer step (each micro-batch is its own contrastive batch).
+        group_size: keep groups of this many consecutive pairs together: shuffling moves whole groups, so
+            a pair and the hard negatives made next to it (the same scene with another shape, say) always
+            meet in one contrastive batch; it must divide ``batch_size``. 1: plain shuffling.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         save_every: write a resumable checkpoint (``out/checkpoints/step_N``) every N steps; 0: never.
         resume: continue from the newest checkpoint in ``out/checkpoints`` when there is one.
@@ -68,6 +71,7 @@ class TrainConfig:
     label_template: str = "a photo of a {}."
     mixed_precision: str = "no"
     grad_accum: int = 1
+    group_size: int = 1
     gradient_checkpointing: bool = False
     save_every: int = 0
     resume: bool = False
@@ -79,8 +83,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "betas", tuple(self.betas))
-        for name in ("epochs", "batch_size", "grad_accum"):
+        for name in ("epochs", "batch_size", "grad_accum", "group_size"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.batch_size % self.group_size:
+            raise TrainingError(f"group_size={self.group_size}: expected a divisor of batch_size ({self.batch_size}), "
+                                "so that groups are never cut between batches")
         for name in ("warmup_steps", "save_every", "num_workers", "seed"):
             _check_int(name, getattr(self, name), minimum=0)
         for name in ("max_steps", "image_size", "max_length"):

@@ -107,7 +107,7 @@ def train(
     if val_data is not None:
         train_pairs, val_pairs = pairs, load_pairs(val_data)
     else:
-        train_pairs, val_pairs = split_pairs(pairs, cfg.val_fraction, seed=cfg.seed)
+        train_pairs, val_pairs = split_pairs(pairs, cfg.val_fraction, seed=cfg.seed, group_size=cfg.group_size)
     result = TrainResult(out=out, skipped=dict(pairs.skipped), train_pairs=len(train_pairs),
                          val_pairs=len(val_pairs) if val_pairs is not None else 0)  # fmt: skip
     return _Run(cfg, accelerator, start, Collator(train_pairs, start.tokenizer, start.preprocess,
@@ -226,7 +226,8 @@ class _Run:
 
     def _micro_batches(self, epoch: int) -> list[list[int]]:
         return epoch_batches(len(self.collate.pairs), self.cfg.batch_size, epoch=epoch, seed=self.cfg.seed,
-                             world_size=self.acc.num_processes, rank=self.acc.process_index)  # fmt: skip
+                             world_size=self.acc.num_processes, rank=self.acc.process_index,
+                             group_size=self.cfg.group_size)  # fmt: skip
 
     @property
     def model(self) -> Any:
@@ -340,7 +341,7 @@ class _Run:
         state = json.loads((folder / STATE_FILE).read_text())
         saved = {**state.get("config", {}), "processes": state.get("processes", 1)}
         now = {**self.cfg.to_dict(), "processes": self.acc.num_processes}
-        changed = [k for k in ("seed", "batch_size", "grad_accum", "processes") if saved.get(k, now[k]) != now[k]]
+        changed = [k for k in ("seed", "batch_size", "grad_accum", "group_size", "processes") if saved.get(k, now[k]) != now[k]]
         if changed:
             raise TrainingError(
                 f"resume: checkpoint '{folder}' was made with {', '.join(f'{k}={saved[k]}' for k in changed)}, this "

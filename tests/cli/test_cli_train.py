@@ -46,6 +46,8 @@ def test_train_writes_a_model_and_reports(data, capsys):
     (["--model", "{data}/config.json", "--data", "{data}/data", "--batch-size", "0"], "expected an integer >= 1"),
     (["--model", "{data}/config.json", "--data", "{data}/data", "--val-fraction", "1.5"],
      "val_fraction: expected a number in [0, 1), got 1.5"),
+    (["--model", "{data}/config.json", "--data", "{data}/data", "--batch-size", "4", "--group-size", "3"],
+     "group_size=3: expected a divisor of batch_size (4)"),
 ])  # fmt: skip
 def test_errors_are_one_line_with_exit_code_2(data, capsys, argv, message):
     try:

@@ -132,3 +132,28 @@ def test_write_shapes_resumes_without_rewriting(tmp_path):
 def test_errors_say_what_was_expected(call, message):
     with pytest.raises(ShapeOptionError, match=message):
         call()
+
+
+def test_changes_redraw_the_same_scene_with_another_attribute():
+    for index in range(40):
+        sample = shape_sample(index, seed=3)
+        other = "hexagon" if sample.attributes.shape != "hexagon" else "circle"
+        twin = shape_sample(index, seed=3, changes={"shape": other})
+        assert twin.attributes == ShapeAttributes(other, *[getattr(sample.attributes, k) for k in
+                                                           ("color", "size", "position", "style")])  # fmt: skip
+        assert twin.caption == sample.caption.replace(sample.attributes.shape, other)
+        assert twin.template == sample.template
+        inside = _mask(sample.pixels, sample.attributes.color) | _mask(twin.pixels, twin.attributes.color)
+        assert np.array_equal(sample.pixels[~inside], twin.pixels[~inside])  # same background, nothing else moved
+        assert not np.array_equal(sample.pixels, twin.pixels)
+    red = shape_sample(0, seed=3, changes={"color": "red"})
+    assert red.attributes.color == "red" and _mask(red.pixels, "red").sum() > 20
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"shape": "blob"}, r"changes shape='blob': expected one of circle, square, triangle"),
+    ({"texture": "wood"}, r"changes texture='wood': expected an attribute among shape, color, size, position, style"),
+])  # fmt: skip
+def test_changes_are_checked(changes, message):
+    with pytest.raises(ShapeOptionError, match=message):
+        shape_sample(0, changes=changes)

@@ -105,3 +105,28 @@ def test_split_and_batches_are_seeded_and_independent_of_the_process_count():
     assert len(one) == 3 and all(len(b) == 8 for b in one)  # the incomplete last batch is dropped
     assert [a + b for a, b in zip(*two)] == one
     assert epoch_batches(30, 8, epoch=2, seed=0) != one
+
+
+def test_group_size_one_is_the_plain_permutation_and_groups_stay_whole():
+    import torch
+
+    plain = torch.randperm(30, generator=torch.Generator().manual_seed(0 + 1)).tolist()
+    assert epoch_batches(30, 8, epoch=1, seed=0, group_size=1) == [plain[i:i + 8] for i in (0, 8, 16)]
+    for epoch in range(4):
+        one = epoch_batches(31, 8, epoch=epoch, seed=5, group_size=4)  # 7 whole groups and a group of 3
+        assert sorted(len(b) for b in one) == [8, 8, 8]
+        for batch in one:
+            assert {i // 4 for i in batch} == {batch[k] // 4 for k in range(0, 8, 4)}  # two whole groups of 4
+            assert all(batch[k:k + 4] == list(range(batch[k], batch[k] + 4)) for k in (0, 4))
+        assert 28 not in {i for b in one for i in b}  # the short last group is last, in the dropped tail
+        two = [epoch_batches(31, 4, epoch=epoch, seed=5, world_size=2, rank=r, group_size=4) for r in (0, 1)]
+        assert [a + b for a, b in zip(*two)] == one
+    orders = {tuple(b[0] for b in epoch_batches(32, 8, epoch=e, seed=5, group_size=2)) for e in range(4)}
+    assert len(orders) == 4  # still shuffled from epoch to epoch
+
+
+def test_split_keeps_groups_on_one_side():
+    pairs = load_pairs([(Image.new("RGB", (2, 2)), f"scene {i // 3}") for i in range(30)])
+    train, val = split_pairs(pairs, 0.2, seed=1, group_size=3)
+    assert (len(train), len(val)) == (24, 6)
+    assert not {train.caption(i) for i in range(24)} & {val.caption(i) for i in range(6)}

@@ -119,6 +119,8 @@ def test_refuses_an_existing_model_unless_told(tmp_path):
     ({"val_fraction": 1.0}, r"val_fraction: expected a number in \[0, 1\), got 1.0"),
     ({"label_template": "a photo"}, r"label_template: expected a '\{\}' where the label goes"),
     ({"epoch": 2}, r"train\(\): unknown option\(s\) epoch; expected fields of TrainConfig"),
+    ({"batch_size": 8, "group_size": 3}, r"group_size=3: expected a divisor of batch_size \(8\), so that groups"),
+    ({"group_size": 0}, r"group_size: expected an integer >= 1, got 0"),
 ])  # fmt: skip
 def test_options_are_checked_with_one_line_errors(options, message):
     with pytest.raises(TrainingError, match=message):
@@ -152,19 +154,21 @@ def _plain_transformers_step(initial: dict, pairs, *, micro: list[list[int]], lr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("grad_accum", "batch_size", "checkpointing"), [(1, 16, False), (2, 8, True)])
-def test_one_step_equals_a_plain_transformers_loop(tmp_path, grad_accum, batch_size, checkpointing):
+@pytest.mark.parametrize(("grad_accum", "batch_size", "checkpointing", "group_size"),
+                         [(1, 16, False, 1), (2, 8, True, 1), (2, 8, False, 4)])  # fmt: skip
+def test_one_step_equals_a_plain_transformers_loop(tmp_path, grad_accum, batch_size, checkpointing, group_size):
     from sdclip.training.model_setup import starting_model
 
     pairs = _pairs(16)
     # eps >> |gradient| makes AdamW's first step lr/eps * gradient: the update then shows the gradient's size
     options = dict(lr=1.0, eps=1e3, weight_decay=0.1)
     initial = starting_model(SMALL, seed=0).model.state_dict()
-    order = torch.randperm(16, generator=torch.Generator().manual_seed(0)).tolist()  # seed + epoch 0
+    groups = torch.randperm(16 // group_size, generator=torch.Generator().manual_seed(0)).tolist()  # seed + epoch 0
+    order = [g * group_size + k for g in groups for k in range(group_size)]  # whole groups of consecutive pairs
     micro = [order[i * batch_size:(i + 1) * batch_size] for i in range(grad_accum)]
     expected = _plain_transformers_step(initial, pairs, micro=micro, **options)
     train(pairs, model=SMALL, out=tmp_path, batch_size=batch_size, grad_accum=grad_accum, max_steps=1, progress=False,
-          gradient_checkpointing=checkpointing, plot=False, **options)  # fmt: skip
+          gradient_checkpointing=checkpointing, group_size=group_size, plot=False, **options)  # fmt: skip
     got = _state(tmp_path)
     moved = 0.0
     for name, value in expected.items():
