@@ -46,22 +46,41 @@ TEXT = {
 VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 2,
           "patch_size": 8, "image_size": IMAGE_SIZE, "hidden_act": "quick_gelu", "projection_dim": 64}  # fmt: skip
 FULL_CAPTION_EVERY = 2  # every 2nd training pair is captioned with every attribute (see pairs())
-TRAINING = {"batch_size": 128, "max_steps": 2200, "lr": 2e-3, "warmup_steps": 100, "weight_decay": 0.1,
-            "eval_every": 400, "seed": SEED, "image_size": IMAGE_SIZE, "label_template": "a {}"}  # fmt: skip
+# each training scene is followed by its twin: the same scene (background, colour, size, place, caption
+# template) with its shape's look-alike; group_size=2 keeps the two in one batch (see pairs())
+HARD_NEGATIVES = {"circle": "hexagon", "hexagon": "circle", "star": "cross", "cross": "star",
+                  "square": "triangle", "triangle": "square"}  # fmt: skip
+TRAINING = {"batch_size": 128, "group_size": 2, "max_steps": 2600, "lr": 2e-3, "warmup_steps": 100,
+            "weight_decay": 0.1, "eval_every": 400, "seed": SEED, "image_size": IMAGE_SIZE,
+            "label_template": "a {}"}  # fmt: skip
 # then a second run from the first one's (compacted) weights on fresh pairs, with its own schedule (0 steps: none)
 CONTINUE = {"max_steps": 0, "lr": 1e-3, "warmup_steps": 0, "data_seed": 2}
 SHIPPED = ROOT / "sdclip" / "models" / "_demo" / "shapes"
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
 
-def pairs(count: int, seed: int, *, full_every: int = 0) -> list:
+def pairs(count: int, seed: int, *, full_every: int = 0, twins: bool = False) -> list:
     """``count`` (image, caption) pairs of data set ``seed``; with ``full_every`` = k, every k-th pair's caption
     is the full one (size, colour, shape and position). The generator's templates name the position in only
-    two captions of six, and a model trained on them alone confuses left, middle and right in retrieval."""
-    from sdclip.datasets.shapes import full_caption, generate_shapes
+    two captions of six, and a model trained on them alone confuses left, middle and right in retrieval.
 
-    return [(sample.image, full_caption(sample.attributes) if full_every and sample.index % full_every == 0
-             else sample.caption) for sample in generate_shapes(count, seed=seed, image_size=IMAGE_SIZE)]
+    With ``twins``, each pair is followed by the same scene drawn with its shape's look-alike
+    (``HARD_NEGATIVES``: circle and hexagon, star and cross, square and triangle) and the same kind of
+    caption, ``2 * count`` pairs in all. Trained with ``group_size=2``, every image then meets, in its own
+    batch, a caption and an image that differ from its own in shape alone."""
+    from sdclip.datasets.shapes import full_caption, generate_shapes, shape_sample
+
+    def pair(sample):
+        full = full_every and sample.index % full_every == 0
+        return sample.image, full_caption(sample.attributes) if full else sample.caption
+
+    out = []
+    for sample in generate_shapes(count, seed=seed, image_size=IMAGE_SIZE):
+        out.append(pair(sample))
+        if twins:
+            changes = {"shape": HARD_NEGATIVES[sample.attributes.shape]}
+            out.append(pair(shape_sample(sample.index, seed=seed, image_size=IMAGE_SIZE, changes=changes)))
+    return out
 
 
 def used_token_ids() -> set[int]:
@@ -104,7 +123,7 @@ def train_model(work: Path) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     val = pairs(VAL_PAIRS, VAL_SEED)
     first = work / "from_scratch" if CONTINUE["max_steps"] else work
-    result = train(pairs(TRAIN_PAIRS, SEED, full_every=FULL_CAPTION_EVERY), val_data=val, labels=labels,
+    result = train(pairs(TRAIN_PAIRS, SEED, full_every=FULL_CAPTION_EVERY, twins=True), val_data=val, labels=labels,
                    model={"text_config": TEXT, "vision_config": VISION, "projection_dim": TEXT["projection_dim"]},
                    out=first, overwrite=True, **TRAINING)  # fmt: skip
     compact(first)
