@@ -31,6 +31,11 @@ sys.path.insert(0, str(ROOT))
 # slows each step five-fold (measured: 8.3 s -> 1.4 s per step with other work on the two cores). It must be
 # set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# glibc's malloc keeps freed memory instead of handing it back and faulting it in again at every step (the
+# same numbers; measured: system time halved, 9 % off a step). It reads these when a process starts, so
+# main() re-executes the script once with them set.
+MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+                   "MALLOC_TOP_PAD_": "268435456"}  # fmt: skip
 
 SEED = 0
 TRAIN_PAIRS = 60_000
@@ -167,4 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if any(os.environ.get(name) != value for name, value in MALLOC_SETTINGS.items()):
+        os.environ.update(MALLOC_SETTINGS)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     sys.exit(main())
