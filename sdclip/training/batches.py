@@ -73,8 +73,8 @@ def epoch_batches(count: int, batch_size: int, *, epoch: int, seed: int, world_s
     groups = _groups(count, group_size)
     whole = len(groups) - (count % group_size != 0)  # the shorter last group is not permuted
     generator = torch.Generator().manual_seed(seed + epoch)
-    group_order = (torch.randperm(whole, generator=generator).tolist() if shuffle else list(range(whole)))
-    order = [i for g in group_order for i in groups[g]] + [i for g in range(whole, len(groups)) for i in groups[g]]
+    group_order = torch.randperm(whole, generator=generator).tolist() if shuffle else list(range(whole))
+    order = [i for g in group_order + list(range(whole, len(groups))) for i in groups[g]]
     size = batch_size * world_size
     n_batches = max(1, count // size)
     size = min(size, count)

@@ -341,7 +341,8 @@ class _Run:
         state = json.loads((folder / STATE_FILE).read_text())
         saved = {**state.get("config", {}), "processes": state.get("processes", 1)}
         now = {**self.cfg.to_dict(), "processes": self.acc.num_processes}
-        changed = [k for k in ("seed", "batch_size", "grad_accum", "group_size", "processes") if saved.get(k, now[k]) != now[k]]
+        lined_up = ("seed", "batch_size", "grad_accum", "group_size", "processes")  # what fixes the batches' order
+        changed = [k for k in lined_up if saved.get(k, now[k]) != now[k]]
         if changed:
             raise TrainingError(
                 f"resume: checkpoint '{folder}' was made with {', '.join(f'{k}={saved[k]}' for k in changed)}, this "
