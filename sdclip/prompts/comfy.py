@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
-from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import chain, starmap
 
 from ._numbers import finite_float as _finite_float
-from ._numbers import saturating_mul as _mul
 from .parsed import ParsedPrompt, Run, Syntax
 
 __all__ = ["SYNTAX", "parse_comfy"]
@@ -25,7 +25,7 @@ def parse_comfy(text: str) -> ParsedPrompt:
         >>> parse_comfy("a (b:1.5) [c]").to_pairs()
         [('a ', 1.0), ('b', 1.5), (' [c]', 1.0)]
     """
-    return ParsedPrompt(tuple(Run(part, weight) for part, weight in _parse_comfy(text)))
+    return ParsedPrompt(tuple(starmap(Run, _parse_comfy(text))))
 
 
 # ComfyUI comfy/sd1_clip.py escape_important / unescape_important: escaped parentheses hide behind
@@ -46,10 +46,16 @@ def _unescape_comfy(text: str) -> str:
     return text
 
 
-_RE_PAREN = re.compile(r"[()]")
-_RE_COLON = re.compile(":")
+_RE_PARENS = re.compile(r"[()]+")
+_RE_NOT_PARENS = re.compile(r"[^()]+")
 _INF = float("inf")
 _MAX = sys.float_info.max
+
+
+def _positions(stretch: re.Pattern, text: str) -> list[int]:
+    """The positions of the characters in ``text``'s stretches that ``stretch`` matches, listed in C from
+    each stretch's span (a 1 MB prompt of nested brackets holds a million, in two stretches)."""
+    return list(chain.from_iterable(starmap(range, map(re.Match.span, stretch.finditer(text)))))
 
 
 class _Scanner:
@@ -66,14 +72,13 @@ class _Scanner:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.parens = [m.start() for m in _RE_PAREN.finditer(text)]
-        self.opens = [paren == "(" for paren in _RE_PAREN.findall(text)]  # findall: no Match objects
-        self.colons = [m.start() for m in _RE_COLON.finditer(text)]
+        self.parens = _positions(_RE_PARENS, text)
+        self.kinds = kinds = _RE_NOT_PARENS.sub("", text)  # the parentheses alone: kinds[j] is "(" or ")"
         self.partner = partner = [-1] * len(self.parens)  # "(" index -> its ")" index, -1 if never closed
         stack: list[int] = []
         push, pop = stack.append, stack.pop  # locals: this loop runs once per parenthesis
-        for j, is_open in enumerate(self.opens):
-            if is_open:
+        for j, kind in enumerate(kinds):
+            if kind == "(":
                 push(j)
             elif stack:
                 partner[pop()] = j
@@ -83,13 +88,13 @@ class _Scanner:
 
         Returns (start, end, first paren, paren end, is_group) of each piece, in order.
         """
-        parens, opens, partner = self.parens, self.opens, self.partner
+        parens, kinds, partner = self.parens, self.kinds, self.partner
         out: list[tuple[int, int, int, int, bool]] = []
         pos, j = lo, jlo
         while j < jhi:
             depth = 0
-            while j < jhi and not (opens[j] and depth == 0):  # a ")" first: text until depth is 0 again
-                depth += 1 if opens[j] else -1
+            while j < jhi and not (depth == 0 and kinds[j] == "("):  # a ")" first: text until depth is 0 again
+                depth += 1 if kinds[j] == "(" else -1
                 j += 1
             if j == jhi:
                 break
@@ -107,58 +112,69 @@ class _Scanner:
             out.append((pos, hi, 0, 0, False))
         return out
 
-    def weight_literal(self, lo: int, hi: int, jhi: int) -> float | None:
-        """Upstream's ``inner.rfind(":")`` weight of ``text[lo:hi]``; returns the colon's position or None."""
-        i = bisect_left(self.colons, hi) - 1
-        if i < 0 or self.colons[i] <= lo:  # no colon, or the colon comes first: not a weight
-            return None
-        colon = self.colons[i]
-        if jhi > 0 and self.parens[jhi - 1] > colon:  # float() reads no parenthesis: skip the copy
-            return None
-        return colon
-
 
 def _parse_comfy(text: str) -> list[tuple[str, float]]:
     scanner = _Scanner(_escape_comfy(text))
+    source, parens, partner, pieces = scanner.text, scanner.parens, scanner.partner, scanner.pieces
     out: list[tuple[str, float]] = []
-    # (lo, hi, paren lo, paren hi, weight, is_run); an explicit stack in upstream's depth-first order,
-    # so deep nesting meets no recursion limit.
-    stack = [(0, len(scanner.text), 0, len(scanner.parens), 1.0, False)]
-    has_colons = bool(scanner.colons)
-    parens, partner, escaped = scanner.parens, scanner.partner, "\0" in scanner.text
-    while stack:
-        lo, hi, jlo, jhi, weight, is_run = stack.pop()
-        if is_run:
-            out.append((_unescape_comfy(scanner.text[lo:hi]) if escaped else scanner.text[lo:hi], weight))
-            continue
-        # Deep nesting: while the whole range is one group with no weight literal, step inside it here
-        # (what pieces() and the stack would do one level at a time, without their per-level cost).
-        while (not has_colons and jlo < jhi and partner[jlo] == jhi - 1 and parens[jlo] == lo
-               and parens[jhi - 1] == hi - 1):
-            lo, hi, jlo, jhi = lo + 1, hi - 1, jlo + 1, jhi - 1
-            inner = weight * 1.1
-            weight = inner if -_INF < inner < _INF else (_MAX if inner > 0 else -_MAX)  # saturating, as _mul
-        items = []
-        for start, end, j, jend, is_group in scanner.pieces(lo, hi, jlo, jhi):
-            if not is_group:
-                items.append((start, end, 0, 0, weight, True))
-                continue
-            # inner text: start + 1 .. end - 1; its parentheses: j + 1 .. jend - 1 (the last is the closer)
-            inner_hi, inner_jhi = end - 1, jend - 1
-            inner_weight = weight * 1.1
-            if inner_weight == _INF or inner_weight == -_INF:  # saturate, as _mul(weight, 1.1), inlined
-                inner_weight = _MAX if inner_weight > 0 else -_MAX
-            literal = None
-            if has_colons:
-                colon = scanner.weight_literal(start + 1, inner_hi, inner_jhi if inner_jhi > j + 1 else 0)
-                literal = None if colon is None else _finite_float(scanner.text[colon + 1 : inner_hi])
+    append = out.append
+
+    def inside(start: int, end: int, j: int, jend: int, weight: float) -> tuple[int, int, int, int, float]:
+        """The group ``source[start:end]`` (parentheses ``j:jend``): its inner range and the weight there."""
+        # inner text: start + 1 .. end - 1; its parentheses: j + 1 .. jend - 1 (the last is the closer)
+        inner_hi, inner_jhi = end - 1, jend - 1
+        inner_weight = weight * 1.1
+        if inner_weight == _INF or inner_weight == -_INF:  # saturate, as saturating_mul(weight, 1.1), inlined
+            inner_weight = _MAX if inner_weight > 0 else -_MAX
+        # The weight literal: upstream's inner.rfind(":") (not the first character) if float() reads what
+        # follows it, so no parenthesis does: look only after the last inner one. Those stretches hold no
+        # parenthesis, so no character is looked at twice.
+        colon = source.rfind(":", parens[inner_jhi - 1] + 1 if inner_jhi > j + 1 else start + 1, inner_hi)
+        if colon > start + 1:
+            literal = _finite_float(source[colon + 1 : inner_hi])
             if literal is not None:
-                inner_hi, inner_weight = colon, literal  # the parentheses all lie before the colon
-            items.append((start + 1, inner_hi, j + 1, inner_jhi, inner_weight, False))
-        stack.extend(reversed(items))
+                inner_hi, inner_weight = colon, literal
+        return start + 1, inner_hi, j + 1, inner_jhi, inner_weight
+
+    def enter(lo: int, hi: int, jlo: int, jhi: int, weight: float) -> tuple[Iterator, float]:
+        """The pieces of a group's inner range, and their weight."""
+        # Deep nesting: while the range is some text then one group that ends it, output the text and
+        # step inside the group here (what pieces() and the loop below would do one level at a time).
+        while jlo < jhi and partner[jlo] == jhi - 1 and parens[jhi - 1] == hi - 1:
+            start = parens[jlo]
+            if start > lo:
+                append((source[lo:start], weight))
+            if jhi - jlo > 2 and parens[jhi - 2] == hi - 2:  # the inner text ends with ")": no weight literal
+                lo, hi, jlo, jhi = start + 1, hi - 1, jlo + 1, jhi - 1
+                inner = weight * 1.1
+                weight = inner if -_INF < inner < _INF else (_MAX if inner > 0 else -_MAX)  # saturating
+            else:
+                lo, hi, jlo, jhi, weight = inside(start, hi, jlo, jhi, weight)
+        return iter(pieces(lo, hi, jlo, jhi)), weight
+
+    # One iterator of pieces per open group, innermost last: upstream's depth-first order, with no
+    # recursion (so deep nesting meets no recursion limit).
+    stack = [enter(0, len(source), 0, len(parens), 1.0)]
+    while stack:
+        items, weight = stack[-1]
+        for start, end, j, jend, is_group in items:
+            if not is_group:
+                append((source[start:end], weight))
+            elif jend == j + 2:  # no parentheses inside: the inner text is one run (if any)
+                lo, hi, _, _, inner_weight = inside(start, end, j, jend, weight)
+                if hi > lo:
+                    append((source[lo:hi], inner_weight))
+            else:
+                stack.append(enter(*inside(start, end, j, jend, weight)))
+                break  # the group's pieces come first; this iterator resumes after them
+        else:
+            stack.pop()
+    if "\0" in source:
+        return [(_unescape_comfy(part), weight) for part, weight in out]
     return out
+
 
 SYNTAX = Syntax(
     name="comfy", parse=parse_comfy, weighting="comfy", layout="comfy", embedding_prefix=True,
-    description="ComfyUI: (x), (x:1.3); [x] is text; embedding:name",
+    description="ComfyUI: (x), (x:1.3); [x] is text; embedding:name", pairs=_parse_comfy,
 )

@@ -115,6 +115,9 @@ class Syntax:
         structured: text to :class:`CombinedPrompt` for a syntax whose prompts combine encodings (compel's
             blends and ``.and()``); the conditioner then encodes with compel's math
             (``conditioning/compel_math.py``) and ``parse`` is only what inspection shows.
+        pairs: text straight to ``parse(text).to_pairs()``, for a syntax that computes the pairs first:
+            :func:`sdclip.parse_prompt` then skips building a :class:`Run` per run (a 1 MB prompt can
+            hold 200k of them); None builds the pairs from ``parse``.
     """
 
     name: str
@@ -125,3 +128,4 @@ class Syntax:
     description: str = ""
     schedule: Callable[[str, int], tuple] | None = None
     structured: Callable[[str], CombinedPrompt] | None = None
+    pairs: Callable[[str], list[tuple[str, float]]] | None = None

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sdclip.errors import PromptError
 from sdclip.prompts import a1111, comfy
 from sdclip.prompts.a1111 import MAX_NESTING
-from sdclip.prompts.parser import parse_prompt
+from sdclip.prompts.parser import parse, parse_prompt
 
 # ---------------------------------------------------------------- upstream, transcribed
 
@@ -99,6 +99,21 @@ def test_comfy_scan_equals_upstream(text: str) -> None:
 @given(st.one_of(st.lists(st.sampled_from(BREAK_PIECES), max_size=30).map("".join), st.text(max_size=30)))
 def test_break_split_equals_upstream_regex(chunk: str) -> None:
     assert a1111._split_break(chunk) == _a1111_break_split(chunk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(COMFY_PIECES + BREAK_PIECES + ["[", ":0.5]", "((a:1.2))"]), max_size=40).map("".join),
+       st.sampled_from(["a1111", "comfy"]))
+def test_the_pairs_shortcut_equals_the_typed_parse(text: str, syntax: str) -> None:
+    """parse_prompt takes the syntax's own pairs (no Run objects); they must be what parse() gives."""
+    try:
+        typed = parse(text, syntax).to_pairs()
+    except PromptError as error:  # a1111 refuses deep nesting: the shortcut must refuse it the same way
+        with pytest.raises(PromptError, match=re.escape(str(error))):
+            parse_prompt(text, syntax)
+        return
+    assert parse_prompt(text, syntax) == typed
+    assert [type(weight) for _, weight in parse_prompt(text, syntax)] == [float] * len(typed)
 
 
 def test_isspace_is_the_regex_whitespace() -> None:
