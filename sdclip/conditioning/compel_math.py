@@ -272,8 +272,9 @@ def encode_combined_texts(
     import torch
 
     if settings.weighting != "comfy":
-        raise PromptError(f"weighting: syntax {settings.syntax!r} uses compel's own weighting; pass weighting=None, "
-                          f"got {settings.weighting!r}")
+        raise PromptError(f"weighting: syntax {settings.syntax!r} combines encodings with compel's math, which weights "
+                          f"as 'comfy', got {settings.weighting!r} (pass weighting=None for the syntax's own; a "
+                          f"structured syntax is registered with weighting='comfy')")
     results, todo = split_cached(cache, [*texts, None], key=lambda text: (*cache_key, text, settings))
     if not todo:
         return results
@@ -330,7 +331,7 @@ def encode_combined_t5(
         >>> out['("a cat", "a").and()'][1].tolist()
         [4, 12, 1, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0]
     """
-    from .t5 import t5_tokens
+    from .t5 import combined_t5_tokens
 
     results, todo = split_cached(cache, [*texts, None], key=lambda text: (*cache_key, text))
     if not todo:
@@ -341,9 +342,10 @@ def encode_combined_t5(
             entry = (encoder.empty_hidden[0].to(device), encoder.empty_ids[0].to(device), None)
         else:
             encoder.cut = []
-            hidden, _, ids, _ = encoder.combined(structure(text))  # (m, L, H), (m, L)
+            combined = structure(text)
+            hidden, _, ids, _ = encoder.combined(combined)  # (m, L, H), (m, L)
             _check_finite(text, hidden, None)
-            shown = t5_tokens(text, tokenizer, syntax="compel", max_length=max_length)
+            shown = combined_t5_tokens(combined, tokenizer, max_length)
             entry = (hidden.flatten(0, 1).to(device), ids.flatten().to(device), shown)
             if truncated is not None:
                 truncated += [(text, cut) for cut in encoder.cut]

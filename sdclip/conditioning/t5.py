@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptError
-from ..prompts.parsed import Blend, Run
+from ..prompts.parsed import Blend, CombinedPrompt, Run
 from ..prompts.syntaxes import get_syntax
 from ..prompts.tokens import PromptToken
 from .cached import split_cached
@@ -33,8 +33,8 @@ from .weighting import apply_weights
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["T5Tokens", "T5_WEIGHTING", "empty_t5_ids", "encode_t5_texts", "list_t5_tokens", "run_t5", "t5_tokens",
-           "t5_window"]
+__all__ = ["T5Tokens", "T5_WEIGHTING", "combined_t5_tokens", "empty_t5_ids", "encode_t5_texts", "list_t5_tokens",
+           "run_t5", "t5_tokens", "t5_window"]
 
 T5_WEIGHTING = {"a1111": "multiply", "comfy": "comfy", "multiply": "multiply", None: None}
 """The rule T5 uses for each CLIP weighting mode (see the module)."""
@@ -82,9 +82,22 @@ def t5_tokens(text: str, tokenizer: Any, *, syntax: str = "plain", max_length: i
     if structure is None:
         items = get_syntax(syntax).parse(text).items
         return t5_window([(item.text, item.weight) for item in items if isinstance(item, Run)], tokenizer, max_length)
+    return combined_t5_tokens(structure(text), tokenizer, max_length)
+
+
+def combined_t5_tokens(combined: CombinedPrompt, tokenizer: Any, max_length: int) -> T5Tokens:
+    """What T5 reads of a prompt with ``.and()`` parts: one window per part, one after the other (a blend
+    shows its first prompt). :func:`t5_tokens` of a syntax with ``structured`` prompts, from the parsed form.
+
+    Example:
+        >>> from sdclip.prompts.compel import parse_compel
+        >>> from sdclip.testing_mmdit import tiny_t5_tokenizer
+        >>> combined_t5_tokens(parse_compel('("a cat", "a").and()'), tiny_t5_tokenizer(), max_length=3).ids
+        (4, 12, 1, 4, 1, 0)
+    """
     windows = tuple(t5_window([(item.text, item.weight) for item in (part.parts[0] if isinstance(part, Blend) else part).items
                              if isinstance(item, Run)], tokenizer, max_length)
-                    for part in structure(text).parts)  # fmt: skip
+                    for part in combined.parts)  # fmt: skip
     if len(windows) == 1:
         return windows[0]
     cut = " ".join(window.truncated_text for window in windows if window.truncated_text) or None

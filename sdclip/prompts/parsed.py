@@ -114,7 +114,8 @@ class Syntax:
             its prompts never do. ``encode_schedule`` reads it; ``parse`` sees each scheduled text.
         structured: text to :class:`CombinedPrompt` for a syntax whose prompts combine encodings (compel's
             blends and ``.and()``); the conditioner then encodes with compel's math
-            (``conditioning/compel_math.py``) and ``parse`` is only what inspection shows.
+            (``conditioning/compel_math.py``, whose weighting is ``"comfy"``: such a syntax is registered with
+            ``weighting="comfy"``) and ``parse`` is only what inspection shows.
         pairs: text straight to ``parse(text).to_pairs()``, for a syntax that computes the pairs first:
             :func:`sdclip.parse_prompt` then skips building a :class:`Run` per run (a 1 MB prompt can
             hold 200k of them); None builds the pairs from ``parse``.

@@ -139,8 +139,9 @@ def test_clip_skip_on_transformers_5(sd_pipe, sd):
 
 def test_other_weighting_refused(sd):
     cond, _ = sd
-    with pytest.raises(PromptError, match=r"^weighting: syntax 'compel' uses compel's own weighting; pass "
-                                          r"weighting=None, got 'a1111'$"):
+    with pytest.raises(PromptError, match=r"^weighting: syntax 'compel' combines encodings with compel's math, which "
+                                          r"weights as 'comfy', got 'a1111' \(pass weighting=None for the syntax's "
+                                          r"own; a structured syntax is registered with weighting='comfy'\)$"):
         cond.encode("a cat++", syntax="compel", weighting="a1111")
 
 

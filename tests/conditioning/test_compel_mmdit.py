@@ -176,3 +176,25 @@ def test_t5_tokens_are_the_windows_compel_feeds_t5(flux):
     pad = cond.t5.tokenizer.pad_token_id
     assert [t.id for t in listed] == [i for i in theirs.tolist() if i != pad]
     assert [t.chunk for t in listed] == [0, 0, 0, 1, 1, 1] and listed[4].weight == pytest.approx(0.81)
+
+
+def test_t5_tokens_of_another_structured_syntax_are_its_own(flux):
+    """A registered syntax with ``structured`` prompts is shown as it parsed the prompt, not as compel would:
+    here a syntax whose ``.and()`` parts are the text upper-cased and the text reversed."""
+    from sdclip.conditioning.t5 import t5_window
+    from sdclip.prompts.parsed import CombinedPrompt, ParsedPrompt, Run, Syntax
+    from sdclip.prompts.syntaxes import register_syntax, unregister_syntax
+
+    def structured(text):
+        return CombinedPrompt((ParsedPrompt((Run(text.upper()),)), ParsedPrompt((Run(text[::-1]),))), (1.0, 1.0))
+
+    register_syntax(Syntax("upper-and-reversed", lambda text: structured(text).parts[0], weighting="comfy",
+                           structured=structured))
+    try:
+        cond, _ = flux
+        out = cond.encode("a cat++", syntax="upper-and-reversed", max_sequence_length=LENGTH)
+    finally:
+        unregister_syntax("upper-and-reversed")
+    expected = [t5_window([(text, 1.0)], cond.t5.tokenizer, LENGTH) for text in ("A CAT++", "++tac a")]
+    assert out.t5_tokens[0].ids == expected[0].ids + expected[1].ids
+    assert out.t5_ids[0].tolist() == list(expected[0].ids + expected[1].ids)
