@@ -54,7 +54,6 @@ _RE_ATTENTION = re.compile(
     re.X,
 )
 _RE_BREAK_WORD = re.compile(r"\bBREAK\b")  # A1111 splits on r"\s*\bBREAK\b\s*": see _split_break
-_GROUPS = re.Match.groups
 _ROUND_MULTIPLIER = 1.1
 _SQUARE_MULTIPLIER = 1 / 1.1  # A1111 multiplies by 1/1.1 rather than dividing by 1.1: the floats differ
 
@@ -97,22 +96,7 @@ def _scale(weights: list[float], start: int, multiplier: float) -> None:
     weights[start:] = tail
 
 
-def _too_deep(text: str) -> PromptError:
-    """The error for the first bracket nested deeper than MAX_NESTING: the parse's bracket counts again,
-    here where the position is wanted (the parse itself keeps no Match objects)."""
-    rounds = squares = position = 0
-    for match in _RE_ATTENTION.finditer(text):
-        token, literal = match.groups()
-        first = token[0]
-        if first == "(" or first == "[":
-            if rounds + squares >= MAX_NESTING:
-                position = match.start()
-                break
-            rounds, squares = (rounds + 1, squares) if first == "(" else (rounds, squares + 1)
-        elif (literal or first == ")") and rounds:
-            rounds -= 1
-        elif first == "]" and squares:
-            squares -= 1
+def _too_deep(text: str, position: int) -> PromptError:
     shown = f"{text[:40]!r}{'...' if len(text) > 40 else ''}"
     return PromptError(
         f"prompt {shown}: brackets nest more than {MAX_NESTING} deep at character {position}; the a1111 syntax "
@@ -141,15 +125,15 @@ def _parse_a1111(text: str) -> list[tuple[str, float]]:
             weights.append(1.0)
 
     append_text, append_weight = texts.append, weights.append
-    # finditer, not findall: deep nesting stops early; map(groups): no Python call per match
-    for token, literal in map(_GROUPS, _RE_ATTENTION.finditer(text)):
+    for match in _RE_ATTENTION.finditer(text):  # finditer, not findall: deep nesting stops early
+        token, literal = match.groups()
         first = token[0]
         if first == "\\":
             append_text(token[1:])
             append_weight(1.0)
         elif first == "(" or first == "[":
             if len(round_brackets) + len(square_brackets) >= MAX_NESTING:
-                raise _too_deep(text)
+                raise _too_deep(text, match.start())
             (round_brackets if first == "(" else square_brackets).append(len(texts))
         elif literal and round_brackets:
             weight = _finite_float(literal)

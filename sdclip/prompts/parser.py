@@ -18,15 +18,15 @@ touch inputs upstream cannot handle (both documented on :func:`parse_prompt`):
 So every weight returned is finite. Parsing takes time linear in the prompt's length (a 1 MB prompt in
 0.3-0.5 s of CPU on a 2-core machine, whatever its brackets); for that, the a1111 syntax refuses
 brackets nested deeper than :data:`sdclip.prompts.a1111.MAX_NESTING` (100) with a
-:class:`~sdclip.errors.PromptError` (A1111 has no limit, but its time grows with runs x depth). Apart from that, no string makes :func:`parse_prompt`
-raise.
+:class:`~sdclip.errors.PromptError` (A1111 has no limit, but its time grows with runs x depth). Apart
+from that, no string makes :func:`parse_prompt` raise.
 """
 
 from __future__ import annotations
 
 from ..errors import PromptTypeError
 from .lists import check_unicode
-from .parsed import BREAK_WEIGHT, ParsedPrompt
+from .parsed import BREAK_WEIGHT, ParsedPrompt, Syntax
 from .syntaxes import get_syntax
 
 __all__ = ["BREAK_WEIGHT", "SYNTAXES", "parse", "parse_prompt"]
@@ -77,9 +77,7 @@ def parse_prompt(text: str, syntax: str = "a1111") -> list[tuple[str, float]]:
         >>> parse_prompt("a (b:1.5) [c]", syntax="comfy")
         [('a ', 1.0), ('b', 1.5), (' [c]', 1.0)]
     """
-    _check_type(text)
-    entry = get_syntax(syntax)
-    text = check_unicode(text, "prompt")
+    entry, text = _checked(text, syntax)
     return entry.parse(text).to_pairs() if entry.pairs is None else entry.pairs(text)
 
 
@@ -103,10 +101,13 @@ def parse(text: str, syntax: str = "plain") -> ParsedPrompt:
         >>> parse("cat BREAK snow", "a1111").items
         (Run(text='cat', weight=1.0), Break(), Run(text='snow', weight=1.0))
     """
-    _check_type(text)
-    return get_syntax(syntax).parse(check_unicode(text, "prompt"))
+    entry, text = _checked(text, syntax)
+    return entry.parse(text)
 
 
-def _check_type(text: object) -> None:
+def _checked(text: object, syntax: str) -> tuple[Syntax, str]:
+    """The registered syntax and the text, both checked (the type first, then the syntax, then the text)."""
     if not isinstance(text, str):
         raise PromptTypeError(f"prompt: expected a str, got {type(text).__name__} ({text!r:.60})")
+    entry = get_syntax(syntax)
+    return entry, check_unicode(text, "prompt")
